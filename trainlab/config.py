@@ -132,8 +132,8 @@ SCHEMA: dict[str, Key] = {
     "schedule.cycle_mult": _k(1.0, "float", "sgdr: each cycle is this many times longer than the last", low=1.0),
     "schedule.peak_fraction": _k(0.3, "float", "onecycle: fraction of training spent rising to the peak", low=0.0, high=1.0, low_open=True, high_open=True),
     # --- training loop ------------------------------------------------------------------
-    "train.epochs": _k(10, "int", "passes over the training split", low=1),
-    "train.batch_size": _k(128, "int", "minibatch size", low=1),
+    "train.epochs": _k(30, "int", "passes over the training split", low=1),
+    "train.batch_size": _k(64, "int", "minibatch size", low=1),
     "train.eval_batch_size": _k(1024, "int", "batch size for evaluation", low=1),
     "train.max_steps": _k(None, "int", "stop after this many updates (smoke tests)", low=1, nullable=True),
     "train.clip_grad": _k(0.0, "float", "clip the global gradient norm to this (0: off)", **NONNEG),

@@ -1,0 +1,68 @@
+"""Configuration: defaults, YAML + overrides, and the errors users see for bad input."""
+import pytest
+
+from trainlab.config import SCHEMA, defaults, keys_table, load_config, parse_overrides
+from trainlab.errors import UserError
+
+
+def test_defaults_cover_every_key_and_validate():
+    cfg = load_config()
+    assert cfg == defaults()
+    assert cfg["data"]["name"] == "digits"
+
+
+def test_yaml_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  name: sgd\n  lr: 0.5\ntrain:\n  epochs: 3\n")
+    cfg = load_config(f, ["optim.lr=0.1", "model.name=convnet", "augment.names=[flip,crop]", "data.subset=null"])
+    assert cfg["optim"]["name"] == "sgd" and cfg["optim"]["lr"] == 0.1
+    assert cfg["train"]["epochs"] == 3 and cfg["model"]["name"] == "convnet"
+    assert cfg["augment"]["names"] == ["flip", "crop"] and cfg["data"]["subset"] is None
+
+
+@pytest.mark.parametrize("override, words", [
+    (["optim.lrr=0.1"], ["unknown config key", "optim.lr"]),
+    (["optim.name=adamm"], ["optim.name", "adam", "one of"]),
+    (["optim.lr=-0.1"], ["optim.lr", "> 0"]),
+    (["optim.lr=abc"], ["optim.lr"]),
+    (["train.epochs=2.5"], ["train.epochs", "int"]),
+    (["model.dropout=1.0"], ["model.dropout", "< 1"]),
+    (["augment.names=[flip,flop]"], ["augment.names", "flop"]),
+    (["train.progress=maybe"], ["train.progress", "bool"]),
+    (["schedule.milestones=[0.5,1.5]"], ["schedule.milestones"]),
+    (["optim.lr"], ["key=value"]),
+])
+def test_bad_input_names_the_key(override, words):
+    with pytest.raises(UserError) as e:
+        load_config(None, override)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(f)
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    f.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config(f)
+
+
+def test_nested_unknown_key_in_yaml(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  nam: mlp\n")
+    with pytest.raises(UserError, match="model.name"):
+        load_config(f)
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["a=1", "b=0.5", "c=x", "d=[1,2]"]) == {"a": 1, "b": 0.5, "c": "x", "d": [1, 2]}
+
+
+def test_keys_table_lists_every_key():
+    table = keys_table()
+    for name in SCHEMA:
+        assert f"`{name}`" in table

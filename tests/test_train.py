@@ -1,0 +1,122 @@
+"""The trainer and the run directory: contents, resume exactness, stops, EMA, early stopping."""
+import json
+
+import pytest
+import torch
+
+from trainlab.checkpoint import load_checkpoint
+from trainlab.config import load_config
+from trainlab.errors import UserError
+from trainlab.run import train_run
+from trainlab.train import Callback
+
+TINY = ["train.epochs=2", "train.batch_size=64", "train.progress=false", "model.width=32", "monitor.every=0", "optim.lr=0.01"]
+
+
+def quiet(msg):
+    pass
+
+
+def tiny_cfg(*extra):
+    return load_config(None, TINY + list(extra))
+
+
+def test_run_directory_is_complete(tmp_path):
+    summary = train_run(tiny_cfg(), tmp_path / "run", say=quiet)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.html",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/loss.png", "plots/accuracy.png", "plots/lr.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    on_disk = json.loads((run / "summary.json").read_text())
+    for key in ("dataset", "model", "params", "epochs", "steps", "best_val_acc", "test_acc", "test_loss", "train_acc",
+                "wall_seconds", "train_images_per_second", "device", "seed", "torch_version", "diagnosis"):
+        assert key in on_disk, key
+    assert on_disk == json.loads(json.dumps(summary))
+    assert 0 <= on_disk["test_acc"] <= 1 and on_disk["epochs"] == 2 and on_disk["test_acc"] > 0.5
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    # checkpoints are safe to load
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["data"]["name"] == "digits"
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    train_run(tiny_cfg("train.epochs=1"), tmp_path / "run", say=quiet)
+    with pytest.raises(UserError, match="--resume"):
+        train_run(tiny_cfg("train.epochs=1"), tmp_path / "run", say=quiet)
+
+
+def weights(run):
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class InterruptAt(Callback):
+    """Simulates Ctrl-C in the middle of a given step."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def on_step_end(self, trainer, step):
+        if step.step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("extra", [[], ["model.dropout=0.3", "augment.names=[flip,crop]", "train.ema=0.9",
+                                        "optim.name=momentum", "optim.lr=0.05", "model.norm=batch"]])
+def test_resume_gives_identical_weights(tmp_path, extra):
+    cfg = tiny_cfg(*extra)
+    straight = tmp_path / "straight"
+    train_run(cfg, straight, say=quiet)
+    steps_per_epoch = load_checkpoint(straight / "checkpoints" / "last.pt")["step"] // 2
+
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, broken, callbacks=[InterruptAt(steps_per_epoch + 3)], say=quiet)  # mid epoch 2
+    assert load_checkpoint(broken / "checkpoints" / "last.pt")["epoch"] == 1
+    summary = train_run(cfg, broken, resume=True, say=quiet)
+    assert summary["epochs"] == 2
+    assert_same_weights(weights(straight), weights(broken))
+    a = json.loads((straight / "summary.json").read_text())
+    b = json.loads((broken / "summary.json").read_text())
+    assert a["test_acc"] == b["test_acc"] and a["steps"] == b["steps"]
+    steps = [json.loads(x)["step"] for x in (broken / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "step"]
+    assert len(steps) == len(set(steps)), "resumed run logged a step twice"
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_cfg("optim.name=sgd", "optim.lr=1000", "schedule.name=constant", "train.epochs=3")
+    summary = train_run(cfg, tmp_path / "run", say=quiet)
+    assert summary["stop_reason"].startswith("diverged")
+    assert "diverged" in [d["code"] for d in summary["diagnosis"]]
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_early_stopping_stops(tmp_path):
+    cfg = tiny_cfg("train.epochs=30", "train.early_stopping=1", "optim.lr=1e-6", "schedule.name=constant")
+    summary = train_run(cfg, tmp_path / "run", say=quiet)
+    assert summary["epochs"] < 30 and "early stopping" in summary["stop_reason"]
+
+
+def test_ema_is_reported(tmp_path):
+    summary = train_run(tiny_cfg("train.ema=0.9"), tmp_path / "run", say=quiet)
+    assert 0 <= summary["test_acc_ema"] <= 1
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_acc_ema" in r for r in records if r["kind"] == "epoch")
+
+
+def test_max_steps_and_seeded_repeatability(tmp_path):
+    a = train_run(tiny_cfg("train.max_steps=5"), tmp_path / "a", say=quiet)
+    b = train_run(tiny_cfg("train.max_steps=5"), tmp_path / "b", say=quiet)
+    assert a["steps"] == 5
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))

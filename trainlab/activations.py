@@ -1,0 +1,153 @@
+"""Activation functions (lecture 6, "Activation Functions"), found by name.
+
+Every entry of :data:`ACTIVATIONS` is a factory
+
+    make(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module
+
+that returns a fresh module (a learned activation such as PReLU must not be shared between
+layers). ``features`` is the number of channels/units the activation sees, ``spatial`` says
+whether its input is an image batch (N, C, H, W) or a batch of vectors (N, D).
+
+Maxout is the odd one out: it "does not have the basic form of dot product -> nonlinearity"
+(lecture), it *is* the dot products. :class:`Maxout` and :class:`MaxoutConv2d` therefore replace
+the linear/conv layer in front of the activation, and the activation slot itself becomes
+``nn.Identity``. Model builders ask :func:`is_maxout` which layer to build.
+
+    act = make_activation(cfg["model"], features=64, spatial=True)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainlab.registry import Registry
+from trainlab.regularization import DropConnectLinear
+
+ACTIVATIONS: Registry = Registry("activation")
+
+# He et al. 2015 start PReLU's learned slope at 0.25; it is then trained by backprop.
+PRELU_INIT = 0.25
+
+
+@ACTIVATIONS.register("sigmoid")
+def sigmoid(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """σ(x) = 1 / (1 + e^(−x)). Saturates at both ends and is not zero-centred (lecture: don't use)."""
+    return nn.Sigmoid()
+
+
+@ACTIVATIONS.register("tanh")
+def tanh(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """tanh(x) = (e^x − e^(−x)) / (e^x + e^(−x)). Zero-centred, but still saturates."""
+    return nn.Tanh()
+
+
+@ACTIVATIONS.register("relu")
+def relu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = max(0, x). Does not saturate for x > 0; units whose input stays negative "die"."""
+    return nn.ReLU()
+
+
+@ACTIVATIONS.register("leaky_relu")
+def leaky_relu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = max(αx, x) with a fixed slope α = ``model.leaky_slope`` (lecture: 0.01). Will not die."""
+    return nn.LeakyReLU(negative_slope=cfg_model["leaky_slope"])
+
+
+@ACTIVATIONS.register("prelu")
+def prelu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = max(αx, x) with α a parameter learned by backprop (He et al. 2015).
+
+    One α per channel (images) or per unit (vectors) when ``features`` is given, else one shared α.
+    """
+    return nn.PReLU(num_parameters=features or 1, init=PRELU_INIT)
+
+
+@ACTIVATIONS.register("elu")
+def elu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = x if x > 0 else α (exp(x) − 1), α = ``model.elu_alpha`` (Clevert et al. 2015).
+
+    Closer to zero-mean outputs than ReLU; the negative side saturates at −α.
+    """
+    return nn.ELU(alpha=cfg_model["elu_alpha"])
+
+
+@ACTIVATIONS.register("gelu")
+def gelu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = x · Φ(x), Φ the standard normal CDF (Hendrycks and Gimpel 2016)."""
+    return nn.GELU()
+
+
+@ACTIVATIONS.register("silu")
+def silu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = x · σ(x), also called swish (Ramachandran et al. 2017)."""
+    return nn.SiLU()
+
+
+@ACTIVATIONS.register("maxout")
+def maxout(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """max(w₁ᵀx + b₁, …, w_kᵀx + b_k) — computed by :class:`Maxout`/:class:`MaxoutConv2d`, which the
+    model builders put in place of the preceding linear/conv layer; the activation slot is empty."""
+    return nn.Identity()
+
+
+def make_activation(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """The activation named by ``cfg_model["activation"]``, as a fresh module."""
+    return ACTIVATIONS.get(cfg_model["activation"])(cfg_model, features, spatial)
+
+
+def is_maxout(cfg_model: dict) -> bool:
+    """True when the linear/conv layers must be built as maxout layers."""
+    return cfg_model["activation"] == "maxout"
+
+
+class Maxout(nn.Module):
+    """Maxout unit (Goodfellow et al. 2013): y_j = max_{i=1..k} (W_i x + b_i)_j.
+
+    The k affine maps are stored as one ``nn.Linear(in_features, k · out_features)`` so that a
+    single matmul computes them all; rows ``i·out_features : (i+1)·out_features`` of
+    ``pieces.weight`` are W_i. k = 2 doubles the parameters of a linear layer (lecture: "doubles
+    the number of parameters/neuron").
+    """
+
+    def __init__(self, in_features: int, out_features: int, k: int = 2, bias: bool = True,
+                 dropconnect: float = 0.0):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"maxout needs k >= 1 pieces, got {k}")
+        self.in_features, self.out_features, self.k = in_features, out_features, k
+        if dropconnect > 0:
+            self.pieces: nn.Linear = DropConnectLinear(in_features, k * out_features, dropconnect, bias=bias)
+        else:
+            self.pieces = nn.Linear(in_features, k * out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.pieces(x)  # (..., k·out)
+        return z.unflatten(-1, (self.k, self.out_features)).amax(dim=-2)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, k={self.k}"
+
+
+class MaxoutConv2d(nn.Module):
+    """Convolutional maxout: y_c = max_{i=1..k} (W_i ∗ x + b_i)_c, a max over k feature maps per
+    output channel. The k convolutions are one ``nn.Conv2d`` with k · out_channels filters; output
+    channels ``i·out_channels : (i+1)·out_channels`` belong to piece i."""
+
+    def __init__(self, in_channels: int, out_channels: int, k: int = 2, kernel_size: int = 3,
+                 stride: int = 1, padding: int = 1, bias: bool = True):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"maxout needs k >= 1 pieces, got {k}")
+        self.in_channels, self.out_channels, self.k = in_channels, out_channels, k
+        self.pieces = nn.Conv2d(in_channels, k * out_channels, kernel_size, stride=stride,
+                                padding=padding, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.pieces(x)  # (N, k·C, H, W); unflatten splits C, so channels_last strides still view
+        return z.unflatten(1, (self.k, self.out_channels)).amax(dim=1)
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, k={self.k}"
+
+
+__all__ = ["ACTIVATIONS", "make_activation", "is_maxout", "Maxout", "MaxoutConv2d", "PRELU_INIT"]

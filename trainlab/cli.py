@@ -1,0 +1,178 @@
+"""The ``trainlab`` command (also ``python -m trainlab``).
+
+    trainlab train                                  # digits, the zero-setup default
+    trainlab train -c examples/mnist.yaml data.root=../shared/data --out runs/mnist
+    trainlab train --resume runs/mnist              # continue an interrupted run exactly
+    trainlab evaluate runs/mnist --tta crops        # test metrics of best.pt
+    trainlab data                                   # which data sets are where
+    trainlab config-keys                            # every configuration key
+
+Exit codes (SPEC §8): 0 success; 2 bad input, with a one-paragraph message and no traceback;
+1 anything else (including a run stopped because its loss diverged).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from trainlab.errors import UserError
+
+# Modules that add their own sub-commands: each has ``register(subparsers)``.
+COMMAND_MODULES = [
+    "trainlab.babysit.commands",
+    "trainlab.search.commands",
+    "trainlab.ensemble",
+    "trainlab.transfer",
+    "trainlab.lab.commands",
+]
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.1")
+
+
+def config_from_args(args) -> dict:
+    from trainlab.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args) -> int:
+    from trainlab.config import load_config
+    from trainlab.run import default_out_dir, train_run
+
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"cannot resume {str(out)!r}: no config.yaml there (is it a trainlab run directory?)")
+        if args.config:
+            raise UserError("--resume continues a run with its own config.yaml; do not pass -c")
+        cfg = load_config(out / "config.yaml", args.overrides)
+    else:
+        cfg = config_from_args(args)
+        out = Path(args.out) if args.out else default_out_dir(cfg)
+    summary = train_run(cfg, out, resume=bool(args.resume))
+    stop = summary.get("stop_reason") or ""
+    return 1 if stop.startswith("diverged") else 0
+
+
+def cmd_evaluate(args) -> int:
+    from trainlab.checkpoint import load_checkpoint
+    from trainlab.config import validate, flatten, parse_overrides
+    from trainlab.data import load_data
+    from trainlab.evaluate import evaluate
+    from trainlab.io import write_json
+    from trainlab.report import plot_confusion
+    from trainlab.run import load_classifier, resolve_device
+
+    src = Path(args.run)
+    path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src
+    ckpt = load_checkpoint(path)
+    cfg = validate({**flatten(ckpt["config"]), **parse_overrides(args.overrides)})
+    device = resolve_device(cfg["device"])
+    model = load_classifier(ckpt, device)
+    data = load_data(cfg)
+    if data.test_y is None or len(data.test_y) == 0:
+        raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
+    m = evaluate(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,
+                 cfg["train"]["eval_batch_size"], tta=args.tta)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"checkpoint": str(path), "tta": args.tta, "test_loss": m["loss"], "test_acc": m["acc"],
+              "test_top5": m["top5"], "per_class_acc": m["per_class_acc"], "confusion": m["confusion"],
+              "classes": data.classes}
+    write_json(out / "evaluation.json", result)
+    plot_confusion(m["confusion"], list(data.classes), out / "plots" / "confusion.png")
+    print(f"test_loss {m['loss']:.4f}  top-1 {m['acc']:.4f}  top-5 {m['top5']:.4f}  (tta={args.tta})")
+    for name, acc in zip(data.classes, m["per_class_acc"]):
+        print(f"  {name:>16}: {acc:.4f}")
+    print(f"wrote {out / 'evaluation.json'}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from trainlab.data import describe_datasets
+
+    cfg = config_from_args(args)
+    for d in describe_datasets(cfg["data"]):
+        mark = "present" if d["present"] else "absent "
+        print(f"{d['name']:>14}  {mark}  {d['folder']}  {d.get('note', '')}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from trainlab.report import write_report
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise UserError(f"{str(run)!r} is not a run directory")
+    print(f"wrote {write_report(run)}")
+    return 0
+
+
+def cmd_config_keys(args) -> int:
+    from trainlab.config import keys_table
+
+    print(keys_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model into a run directory")
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default runs/<data>-<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test metrics of a run's checkpoint")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=DIR")
+    p.add_argument("--checkpoint", default="best", help="best or last (for a run directory)")
+    p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation")
+    p.add_argument("--out", help="where evaluation.json goes (default: the run directory)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("data", help="list data sets and where each is looked for")
+    add_config_args(p)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("report", help="rebuild report.html and plots of a run directory")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config-keys", help="print every configuration key as a Markdown table")
+    p.set_defaults(func=cmd_config_keys)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):  # that feature is not part of this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"trainlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trainlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Data (SPEC §1): named data sets, a data root, and the seeded, stratified validation split.
+
+    bundle = load_data(cfg)          # cfg: the full config (uses cfg["seed"] and cfg["data"])
+    bundle.train_x.shape             # (N, C, H, W) float32 in [0, 1], or (N, D) features
+    bundle.num_classes, bundle.input_shape
+
+The data root holds one folder per data set, named as the data set (``mnist/``,
+``fashion-mnist/``, ``cifar10/``, ...). It is ``data.root`` if set, else ``$TRAINLAB_DATA``,
+else ``~/.cache/trainlab``. Files already there are used as they are; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from trainlab.data.datasets import DATASETS, PUBLIC_SETS, RawData, public_present
+from trainlab.data.loader import TensorLoader
+from trainlab.data.split import per_class_subset, stratified_split, stratified_subset
+from trainlab.errors import UserError
+
+DEFAULT_ROOT = Path("~/.cache/trainlab")
+
+
+def data_root(cfg_data: dict) -> Path:
+    """Folder holding one sub-folder per data set: data.root, else $TRAINLAB_DATA, else ~/.cache/trainlab."""
+    root = cfg_data.get("root") or os.environ.get("TRAINLAB_DATA") or DEFAULT_ROOT
+    return Path(root).expanduser()
+
+
+@dataclass
+class DataBundle:
+    """The splits a run uses. Validation is carved from train; test is the official split or None."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor | None
+    test_y: Tensor | None
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (C, H, W) for images, (D,) for features."""
+        return tuple(self.train_x.shape[1:])
+
+
+def _data_config(cfg: dict) -> dict:
+    """cfg["data"] with schema defaults for any key left out (handy for tests and scripts)."""
+    from trainlab.config import defaults
+
+    return {**defaults()["data"], **cfg.get("data", {})}
+
+
+def _class_indices(wanted: list, classes: list[str]) -> list[int]:
+    """Validate data.classes (floats from the config) against the data set's classes."""
+    indices = []
+    for value in wanted:
+        index = int(value)
+        if index != value or not 0 <= index < len(classes):
+            raise UserError(
+                f"bad value {value!r} in data.classes: expected class indices 0..{len(classes) - 1} "
+                f"({', '.join(f'{i}={n}' for i, n in enumerate(classes[:12]))}{', ...' if len(classes) > 12 else ''})"
+            )
+        indices.append(index)
+    if not indices or len(set(indices)) != len(indices):
+        raise UserError(f"bad value {wanted!r} for data.classes: expected a non-empty list of distinct class indices")
+    return indices
+
+
+def _relabel(x: Tensor, y: Tensor, keep: list[int], num_classes: int) -> tuple[Tensor, Tensor]:
+    """Keep samples of the classes ``keep`` and number them 0..k-1 in that order."""
+    new_label = torch.full((num_classes,), -1, dtype=torch.int64)
+    new_label[torch.tensor(keep)] = torch.arange(len(keep))
+    mapped = new_label[y]
+    mask = mapped >= 0
+    return x[mask], mapped[mask]
+
+
+def select_classes(raw: RawData, wanted: list) -> RawData:
+    """The data set restricted to the classes ``wanted`` (data.classes), relabelled 0..k-1."""
+    keep = _class_indices(wanted, raw.classes)
+    train_x, train_y = _relabel(raw.train_x, raw.train_y, keep, len(raw.classes))
+    test_x, test_y = raw.test_x, raw.test_y
+    if test_x is not None:
+        test_x, test_y = _relabel(test_x, test_y, keep, len(raw.classes))
+    return RawData(train_x, train_y, test_x, test_y, [raw.classes[i] for i in keep])
+
+
+def load_data(cfg: dict) -> DataBundle:
+    """Load cfg["data"]["name"] and apply, in order: data.classes, data.per_class, data.subset,
+    then the seeded, stratified validation split of data.val_fraction (0: empty validation)."""
+    data = _data_config(cfg)
+    seed = int(cfg.get("seed", 0))
+    load = DATASETS.get(data["name"])
+    path = Path(data["path"]).expanduser() if data.get("path") else None
+    raw = load(data_root(data), path, bool(data["download"]), int(data["image_size"]))
+    if data.get("classes") is not None:
+        raw = select_classes(raw, data["classes"])
+    x, y = raw.train_x, raw.train_y
+    if data.get("per_class") is not None:
+        idx = per_class_subset(y, int(data["per_class"]), seed)
+        x, y = x[idx], y[idx]
+    if data.get("subset") is not None:
+        idx = stratified_subset(y, int(data["subset"]), seed)
+        x, y = x[idx], y[idx]
+    keep, val = stratified_split(y, float(data["val_fraction"]), seed)
+    if len(keep) == 0:
+        raise UserError(f"data set {data['name']!r} has no training images left after data.classes / per_class / subset")
+    return DataBundle(data["name"], x[keep], y[keep], x[val], y[val], raw.test_x, raw.test_y, raw.classes)
+
+
+def _describe_public(name: str, folder: Path, download: bool) -> dict:
+    spec = PUBLIC_SETS[name]
+    present = public_present(name, folder)
+    if present:
+        note = "ready"
+    elif download:
+        host = spec.files[0].url.split("/")[2]
+        note = f"missing: downloaded from {host} on first use ({spec.size})"
+    else:
+        note = f"missing and data.download is off: put {spec.layout} here"
+    return dict(name=name, folder=str(folder), present=present, note=note)
+
+
+def describe_datasets(cfg_data: dict) -> list[dict]:
+    """One row per data set for `trainlab data`: name, folder, present, note.
+
+    data.path, when set, applies to the selected data set (data.name) only.
+    """
+    root = data_root(cfg_data)
+    rows = []
+    for name in DATASETS:
+        chosen = cfg_data.get("path") if name == cfg_data.get("name") else None
+        folder = Path(chosen).expanduser() if chosen else root / name
+        if name == "digits":
+            rows.append(dict(name=name, folder="(ships with scikit-learn)", present=True,
+                             note="1,797 greyscale 8x8 digits, 10 classes; fixed 80/20 train/test split"))
+        elif name in PUBLIC_SETS:
+            rows.append(_describe_public(name, folder, bool(cfg_data.get("download", True))))
+        elif name == "folder":
+            rows.append(dict(name=name, folder=str(folder), present=folder.is_dir(),
+                             note="one sub-folder of images per class (optionally inside train/ and test/); set data.path"))
+        elif name == "npz":
+            present = folder.is_file() or folder.with_suffix(".npz").is_file() or any(folder.glob("*.npz"))
+            rows.append(dict(name=name, folder=str(folder), present=present,
+                             note="an .npz with arrays x, y (optionally x_test, y_test, classes); set data.path"))
+        else:  # registered elsewhere: nothing to inspect
+            rows.append(dict(name=name, folder=str(folder), present=folder.exists(), note=""))
+    return rows
+
+
+__all__ = [
+    "DATASETS", "RawData", "DataBundle", "TensorLoader", "data_root", "load_data", "describe_datasets",
+    "select_classes", "stratified_split", "stratified_subset", "per_class_subset",
+]

@@ -1,0 +1,57 @@
+"""Evaluation metrics (SPEC §6): loss, top-1, top-5, per-class accuracy, confusion matrix.
+
+Predictions are averaged *probabilities* (softmax), so the same code serves a single model, a
+model under test-time augmentation (several views) and an ensemble (several models).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def predict_probs(models: nn.Module | Iterable[nn.Module], x: torch.Tensor, batch_size: int = 1024,
+                  tta: str = "none") -> torch.Tensor:
+    """Mean softmax over models × test-time views, shape (N, C). Models are put in eval mode."""
+    from trainlab.augmentation import tta_views
+
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            views = tta_views(xb, tta)
+            total = 0
+            for m in models:
+                for v in views:
+                    total = total + torch.softmax(m(v).float(), dim=1)
+            out.append(total / (len(models) * len(views)))
+    finally:
+        for m, t in zip(models, was_training):
+            m.train(t)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def metrics_from_probs(probs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """loss (NLL of the averaged probabilities), acc, top5, per_class_acc, confusion[true][pred]."""
+    y = y.to(probs.device)
+    n = len(y)
+    loss = -torch.log(probs[torch.arange(n, device=probs.device), y].clamp_min(1e-12)).mean()
+    pred = probs.argmax(1)
+    k = min(5, num_classes)
+    top5 = (probs.topk(k, dim=1).indices == y[:, None]).any(1).float().mean()
+    confusion = torch.bincount(y * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    per_class = confusion.diag().float() / confusion.sum(1).clamp_min(1).float()
+    return {"loss": float(loss), "acc": float((pred == y).float().mean()), "top5": float(top5),
+            "per_class_acc": per_class.tolist(), "confusion": confusion.tolist()}
+
+
+def evaluate(models, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1024,
+             tta: str = "none") -> dict:
+    """All metrics of ``models`` (one or several, probabilities averaged) on (x, y)."""
+    return metrics_from_probs(predict_probs(models, x, batch_size, tta), y, num_classes)

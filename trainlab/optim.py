@@ -1,0 +1,240 @@
+"""Optimisers (lecture: "Optimization"), each a thin factory over ``torch.optim``.
+
+Every update rule is torch's own; trainlab only maps config keys to torch arguments and builds
+parameter groups. ``tests/test_optim.py`` checks each one, step by step, against the lecture's
+NumPy code on an ill-conditioned quadratic.
+
+    opt = build_optimizer(model, cfg)                                   # optim.*, train.batch_size
+    opt = build_optimizer(model, cfg, lr_multipliers={"features": 0.1})  # fine-tuning
+
+Registry entries have the signature ``make(param_groups, cfg_optim, lr) -> torch.optim.Optimizer``;
+``param_groups`` is the output of :func:`param_groups` (or a plain list of tensors) and ``lr`` the
+base rate: each group's rate is ``lr * group["lr_mult"]``.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from trainlab.errors import UserError
+from trainlab.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimiser")
+
+
+# --- parameter groups -------------------------------------------------------------------------
+
+
+def is_no_decay(param: torch.Tensor) -> bool:
+    """Biases and norm gains/shifts (every parameter with ndim <= 1) are not decayed.
+
+    Why: decaying them does not reduce the model's capacity (a bias does not multiply an input),
+    it only pulls batch-norm's gamma towards 0 and shrinks the signal (timm, Goyal et al. 2017).
+    The regularisation penalties use the same rule, so the two never disagree.
+    """
+    return param.ndim <= 1
+
+
+def _matching_prefix(name: str, prefixes: Iterable[str]) -> str | None:
+    """The longest prefix that names ``name`` or a module containing it ("features.0" matches
+    "features.0.weight" but not "features.01.weight")."""
+    found = [p for p in prefixes if name == p or name.startswith(p + ".")]
+    return max(found, key=len) if found else None
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    no_decay_bias_norm: bool,
+    lr_multipliers: dict[str, float] | None = None,
+) -> list[dict]:
+    """Split the trainable parameters into groups by (weight decay, learning-rate multiplier).
+
+    Each group is ``{"params", "weight_decay", "lr_mult", "name"}``; ``name`` is "decay" or
+    "no_decay", followed by ":<prefix>" when an ``lr_multipliers`` prefix matched (the longest
+    one wins). Frozen parameters (requires_grad=False) are left out, so the optimiser keeps no
+    state for them. The optimiser sets each group's ``lr = base_lr * lr_mult``.
+    """
+    lr_multipliers = dict(lr_multipliers or {})
+    groups: dict[tuple[str, str | None], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        kind = "no_decay" if no_decay_bias_norm and is_no_decay(param) else "decay"
+        prefix = _matching_prefix(name, lr_multipliers)
+        key = (kind, prefix)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "weight_decay": weight_decay if kind == "decay" else 0.0,
+                "lr_mult": float(lr_multipliers[prefix]) if prefix is not None else 1.0,
+                "name": kind if prefix is None else f"{kind}:{prefix}",
+            }
+        groups[key]["params"].append(param)
+    if not groups:
+        raise UserError("the model has no trainable parameters (every parameter has requires_grad=False)")
+    return list(groups.values())
+
+
+def _with_lr(groups, lr: float) -> list[dict]:
+    """Copies of the groups with ``lr = initial_lr = lr * lr_mult``; a bare list of tensors
+    becomes one group. ``initial_lr`` is what a LambdaLR multiplies by its schedule."""
+    groups = list(groups)
+    if groups and isinstance(groups[0], torch.Tensor):
+        groups = [{"params": groups}]  # weight decay then comes from the optimiser's default
+    out = []
+    for g in groups:
+        g = dict(g)
+        g.setdefault("lr_mult", 1.0)
+        g.setdefault("name", "all")
+        g["lr"] = lr * g["lr_mult"]
+        g["initial_lr"] = g["lr"]
+        out.append(g)
+    return out
+
+
+# --- the update rules (all torch.optim) ---------------------------------------------------------
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """Vanilla SGD: ``x -= learning_rate * dx``."""
+    return torch.optim.SGD(_with_lr(groups, lr), lr=lr, momentum=0.0, weight_decay=cfg.get("weight_decay", 0.0))
+
+
+@OPTIMIZERS.register("momentum")
+def momentum(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """SGD+Momentum: ``vx = rho * vx + dx; x -= learning_rate * vx`` (rho = ``momentum``).
+
+    Equivalent, for a constant rate, to ``vx = rho * vx - learning_rate * dx; x += vx``.
+    """
+    return torch.optim.SGD(
+        _with_lr(groups, lr), lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=False,
+        weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("nesterov")
+def nesterov(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """Nesterov momentum in the lecture's change of variables (gradient at the current x):
+    ``old_v = v; v = rho * v - learning_rate * dx; x += -rho * old_v + (1 + rho) * v``.
+
+    torch's ``SGD(nesterov=True)`` is this rule with its buffer ``b = -v / learning_rate``.
+    """
+    return torch.optim.SGD(
+        _with_lr(groups, lr), lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=True,
+        weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """AdaGrad: ``grad_squared += dx * dx; x -= learning_rate * dx / (np.sqrt(grad_squared) + eps)``."""
+    return torch.optim.Adagrad(
+        _with_lr(groups, lr), lr=lr, lr_decay=0.0, initial_accumulator_value=0.0,
+        eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """RMSProp ("leaky AdaGrad", decay_rate = ``alpha``):
+    ``grad_squared = decay_rate * grad_squared + (1 - decay_rate) * dx * dx;
+    x -= learning_rate * dx / (np.sqrt(grad_squared) + eps)``."""
+    return torch.optim.RMSprop(
+        _with_lr(groups, lr), lr=lr, alpha=cfg.get("alpha", 0.99), eps=cfg.get("eps", 1e-8),
+        momentum=0.0, centered=False, weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """Adam (full form, bias-corrected), t = 1, 2, ...:
+    ``first_moment = beta1 * first_moment + (1 - beta1) * dx;
+    second_moment = beta2 * second_moment + (1 - beta2) * dx * dx;
+    first_unbias = first_moment / (1 - beta1 ** t); second_unbias = second_moment / (1 - beta2 ** t);
+    x -= learning_rate * first_unbias / (np.sqrt(second_unbias) + eps)``.
+
+    ``weight_decay`` here is L2 in the gradient (dx += wd * x), so it is rescaled by the
+    adaptive denominator; use adamw for decay that is not.
+    """
+    b1, b2 = cfg.get("betas", (0.9, 0.999))
+    return torch.optim.Adam(
+        _with_lr(groups, lr), lr=lr, betas=(b1, b2), eps=cfg.get("eps", 1e-8),
+        weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter): decoupled weight decay ``x -= learning_rate * wd * x`` before
+    the Adam step, with dx the gradient of the loss alone (the decay never enters the moments)."""
+    b1, b2 = cfg.get("betas", (0.9, 0.999))
+    return torch.optim.AdamW(
+        _with_lr(groups, lr), lr=lr, betas=(b1, b2), eps=cfg.get("eps", 1e-8),
+        weight_decay=cfg.get("weight_decay", 0.0),
+    )
+
+
+@OPTIMIZERS.register("lbfgs")
+def lbfgs(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    """L-BFGS with a strong-Wolfe line search: full batch and deterministic, as the lecture says
+    ("if you have a single, deterministic f(x) then L-BFGS will probably work very nicely").
+
+    ``step(closure)`` runs up to ``lbfgs_iters`` inner iterations, keeping ``lbfgs_history``
+    curvature pairs. torch's LBFGS has one parameter group and no weight decay, so all groups
+    are merged; per-layer rates or weight decay are refused (use reg.penalty for L2).
+    """
+    groups = _with_lr(groups, lr)
+    if len({g["lr_mult"] for g in groups}) > 1:
+        raise UserError("lbfgs updates every parameter with one learning rate: per-layer learning-rate multipliers are not supported")
+    if any(g.get("weight_decay", cfg.get("weight_decay", 0.0)) for g in groups):
+        raise UserError("lbfgs has no weight decay: set optim.weight_decay=0 and use reg.penalty=l2 (the penalty in the loss)")
+    merged = {
+        "params": [p for g in groups for p in g["params"]],
+        "lr": groups[0]["lr"],
+        "initial_lr": groups[0]["initial_lr"],
+        "lr_mult": groups[0]["lr_mult"],
+        "name": "all",
+    }
+    return torch.optim.LBFGS(
+        [merged], lr=lr, max_iter=cfg.get("lbfgs_iters", 20), history_size=cfg.get("lbfgs_history", 10),
+        line_search_fn="strong_wolfe",
+    )
+
+
+lbfgs.full_batch = True  # read by is_full_batch
+
+
+# --- from the full config -------------------------------------------------------------------------
+
+
+def base_lr(cfg: dict) -> float:
+    """``optim.lr``, times ``train.batch_size / optim.reference_batch`` when ``optim.batch_scaling``
+    (the linear scaling rule: "if you increase the batch size by N, also scale the initial
+    learning rate by N")."""
+    lr = float(cfg["optim"]["lr"])
+    if cfg["optim"].get("batch_scaling", False):
+        lr *= cfg["train"]["batch_size"] / cfg["optim"]["reference_batch"]
+    return lr
+
+
+def build_optimizer(model: nn.Module, cfg: dict, lr_multipliers: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """The optimiser named by ``optim.name`` over ``model``'s trainable parameters.
+
+    Groups come from :func:`param_groups`; each carries ``lr = initial_lr = base_lr(cfg) * lr_mult``.
+    """
+    o = cfg["optim"]
+    groups = param_groups(model, o.get("weight_decay", 0.0), o.get("no_decay_bias_norm", True), lr_multipliers)
+    return OPTIMIZERS.get(o["name"])(groups, o, base_lr(cfg))
+
+
+def is_full_batch(cfg: dict) -> bool:
+    """True when the optimiser needs the whole, noise-free objective (lbfgs): the trainer then
+    turns off dropout and augmentation and feeds full batches."""
+    return bool(getattr(OPTIMIZERS.get(cfg["optim"]["name"]), "full_batch", False))
+
+
+__all__ = ["OPTIMIZERS", "param_groups", "is_no_decay", "build_optimizer", "base_lr", "is_full_batch"]

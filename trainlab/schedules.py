@@ -1,0 +1,264 @@
+"""Learning-rate schedules (lecture: "Learning Rate Decay"), stepped once per iteration.
+
+Each schedule is a pure function ``multiplier(t, T, cfg_schedule) -> float``: ``t`` is the
+iteration measured in epochs (``step / steps_per_epoch``, fractional), ``T`` is ``train.epochs``
+and the rate is ``base_lr * multiplier``. A linear warm-up (``schedule.warmup_epochs``) goes in
+front of any of them:
+
+    lr(step) = base_lr * warmup(step) * multiplier(step / steps_per_epoch, T, cfg["schedule"])
+    warmup(step) = min(1, (step + 1) / W),  W = max(1, round(warmup_epochs * steps_per_epoch))
+
+``step`` counts updates from 0, so the first update uses ``base_lr / W`` (never a wasted update
+at rate 0) and update ``W - 1`` the full rate; without warm-up, ``warmup(step) = 1``.
+
+    sched = build_scheduler(optimizer, cfg, steps_per_epoch=len(loader))
+    for x, y in loader:
+        ...; optimizer.step(); sched.step()      # once per iteration
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from trainlab.optim import base_lr
+from trainlab.registry import Registry
+
+SCHEDULES: Registry = Registry("schedule")
+
+# t is step / steps_per_epoch in floating point: a boundary at an exact epoch such as 3.0 may come
+# out as 2.9999999999999996. Boundaries are compared with this slack so they land on the step
+# where exact arithmetic puts them (steps are >= 1e-6 epochs apart for any realistic loader).
+_SLACK = 1e-9
+
+
+def _half_cosine(u: float) -> float:
+    """½(1 + cos(π u)) for u clamped to [0, 1]: 1 at u=0, 0 at u=1."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(u, 0.0), 1.0)))
+
+
+@SCHEDULES.register("constant")
+def constant(t: float, T: float, cfg: dict) -> float:
+    """α_t = α_0."""
+    return 1.0
+
+
+@SCHEDULES.register("step")
+def step_decay(t: float, T: float, cfg: dict) -> float:
+    """Step decay: α_t = α_0 · gamma^n, n = number of ``milestones`` m (fractions of T) with t ≥ m·T.
+
+    The lecture's ResNet recipe (×0.1 at epochs 30, 60, 90 of 100) is milestones [0.3, 0.6, 0.9].
+    """
+    passed = sum(1 for m in cfg.get("milestones", [0.5, 0.75]) if t + _SLACK >= m * T)
+    return float(cfg.get("gamma", 0.1)) ** passed
+
+
+@SCHEDULES.register("exponential")
+def exponential(t: float, T: float, cfg: dict) -> float:
+    """Exponential decay: α_t = α_0 · exp(−k t), k = ``decay`` per epoch."""
+    return math.exp(-float(cfg.get("decay", 1.0)) * t)
+
+
+@SCHEDULES.register("inv_t")
+def inv_t(t: float, T: float, cfg: dict) -> float:
+    """1/t decay: α_t = α_0 / (1 + k t), k = ``decay`` per epoch."""
+    return 1.0 / (1.0 + float(cfg.get("decay", 1.0)) * t)
+
+
+@SCHEDULES.register("cosine")
+def cosine(t: float, T: float, cfg: dict) -> float:
+    """Cosine: α_t = α_0 · (min + (1 − min) · ½(1 + cos(π t/T))), min = ``min_scale``.
+
+    With min_scale = 0 this is the lecture's α_t = ½ α_0 (1 + cos(tπ/T)).
+    """
+    low = float(cfg.get("min_scale", 0.0))
+    return low + (1.0 - low) * _half_cosine(t / T)
+
+
+@SCHEDULES.register("linear")
+def linear(t: float, T: float, cfg: dict) -> float:
+    """Linear: α_t = α_0 · (min + (1 − min)(1 − t/T)), min = ``min_scale``, flat at min after T.
+
+    With min_scale = 0 this is the lecture's α_t = α_0 (1 − t/T).
+    """
+    low = float(cfg.get("min_scale", 0.0))
+    return low + (1.0 - low) * (1.0 - min(max(t / T, 0.0), 1.0))
+
+
+@SCHEDULES.register("inv_sqrt")
+def inv_sqrt(t: float, T: float, cfg: dict) -> float:
+    """Inverse square root: α_t = α_0 · √(t0 / max(t, t0)), t0 = max(``warmup_epochs``, 1 epoch).
+
+    The lecture's α_0/√t is infinite at t=0, so the decay starts at t0 where the multiplier is 1:
+    flat (under the warm-up, if any) until t0, then ∝ 1/√t (Vaswani et al.: rsqrt after warm-up).
+    """
+    t0 = max(float(cfg.get("warmup_epochs", 0.0)), 1.0)
+    return math.sqrt(t0 / max(t, t0))
+
+
+def _sgdr_cycle(t: float, first: float, mult: float) -> tuple[int, float, float]:
+    """(index, start, length) of the SGDR cycle holding t. Cycle i has length first·multⁱ and
+    starts at first·i (mult = 1) or first·(multⁱ − 1)/(mult − 1)."""
+
+    def start(i: int) -> float:
+        return first * i if mult == 1 else first * (mult**i - 1.0) / (mult - 1.0)
+
+    if mult == 1:
+        i = math.floor(t / first)
+    else:
+        i = math.floor(math.log1p(max(t, 0.0) * (mult - 1.0) / first) / math.log(mult))
+    # The closed form can land one cycle off at a boundary; settle it with the same slack as _SLACK.
+    while i > 0 and t + _SLACK < start(i):
+        i -= 1
+    while t + _SLACK >= start(i + 1):
+        i += 1
+    return i, start(i), first * mult**i
+
+
+@SCHEDULES.register("sgdr")
+def sgdr(t: float, T: float, cfg: dict) -> float:
+    """SGDR, cosine with warm restarts (Loshchilov & Hutter): within cycle i, of length
+    L_i = ``cycle_epochs`` · ``cycle_mult``ⁱ and started at s_i,
+    α_t = α_0 · (min + (1 − min) · ½(1 + cos(π (t − s_i)/L_i))); at s_{i+1} the rate jumps back to α_0.
+    """
+    _, start, length = _sgdr_cycle(t, float(cfg.get("cycle_epochs", 2.0)), float(cfg.get("cycle_mult", 1.0)))
+    low = float(cfg.get("min_scale", 0.0))
+    return low + (1.0 - low) * _half_cosine((t - start) / length)
+
+
+def _sgdr_index(t: float, cfg: dict) -> int:
+    return _sgdr_cycle(t, float(cfg.get("cycle_epochs", 2.0)), float(cfg.get("cycle_mult", 1.0)))[0]
+
+
+sgdr.cycle_index = _sgdr_index  # read by cycle_end_steps
+
+
+def _cyclic_index(t: float, cfg: dict) -> int:
+    return max(math.floor(t / float(cfg.get("cycle_epochs", 2.0)) + _SLACK), 0)
+
+
+@SCHEDULES.register("cyclic")
+def cyclic(t: float, T: float, cfg: dict) -> float:
+    """Triangular cyclic rate (Smith, CLR), period P = ``cycle_epochs``, starting low:
+    α_t = α_0 · (min + (1 − min) · (1 − |2u − 1|)), u = (t mod P)/P.
+
+    The rate is at min (``min_scale``) at the start and end of every cycle and α_0 mid-cycle; the
+    cycle ends are where snapshot ensembles take their members.
+    """
+    period = float(cfg.get("cycle_epochs", 2.0))
+    u = max(t - _cyclic_index(t, cfg) * period, 0.0) / period
+    low = float(cfg.get("min_scale", 0.0))
+    return low + (1.0 - low) * (1.0 - abs(2.0 * u - 1.0))
+
+
+cyclic.cycle_index = _cyclic_index
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(t: float, T: float, cfg: dict) -> float:
+    """One-cycle (Smith & Topin): linear rise from ``low`` to 1 over the first p·T epochs
+    (p = ``peak_fraction``), then cosine down to ``low``/10⁴:
+
+        t < pT:  low + (1 − low) · t/(pT)
+        t ≥ pT:  end + (1 − end) · ½(1 + cos(π (t − pT)/(T − pT))),  end = low · 1e-4
+
+    ``low`` = ``min_scale``, or 0.04 when min_scale is 0 (torch's OneCycleLR div_factor 25 and
+    final_div_factor 1e4): the peak rate is α_0.
+    """
+    low = float(cfg.get("min_scale", 0.0)) or 0.04
+    peak = float(cfg.get("peak_fraction", 0.3)) * T
+    if t < peak:
+        return low + (1.0 - low) * max(t, 0.0) / peak
+    end = low * 1e-4
+    return end + (1.0 - end) * _half_cosine((t - peak) / (T - peak))
+
+
+# --- from the full config -------------------------------------------------------------------------
+
+
+def warmup_steps(cfg: dict, steps_per_epoch: int) -> int:
+    """W = max(1, round(warmup_epochs · steps_per_epoch)), or 0 without warm-up."""
+    epochs = float(cfg["schedule"].get("warmup_epochs", 0.0))
+    return max(1, round(epochs * steps_per_epoch)) if epochs > 0 else 0
+
+
+def warmup(step: int, steps: int) -> float:
+    """Linear warm-up from 0: min(1, (step + 1)/W) for update number ``step`` = 0, 1, ...
+    ("linearly increasing learning rate from 0 over the first ~5000 iterations"); 1 when W = 0."""
+    return 1.0 if steps <= 0 else min(1.0, (step + 1) / steps)
+
+
+def lr_lambda(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
+    """step ↦ warmup(step) · multiplier(step / steps_per_epoch, train.epochs, cfg["schedule"])."""
+    schedule = SCHEDULES.get(cfg["schedule"]["name"])
+    scfg = dict(cfg["schedule"])
+    total = float(cfg["train"]["epochs"])
+    w = warmup_steps(cfg, steps_per_epoch)
+
+    def multiplier_at(step: int) -> float:
+        return warmup(step, w) * schedule(step / steps_per_epoch, total, scfg)
+
+    return multiplier_at
+
+
+class PerIterationLambdaLR(LambdaLR):
+    """A LambdaLR whose ``load_state_dict`` also writes the restored rate into the optimiser.
+
+    Why: building a LambdaLR sets every group's lr to the schedule's value at step 0, so a plain
+    LambdaLR resumes at the wrong rate when the optimiser's state was loaded before the scheduler
+    was built. Here resume is exact whichever order the checkpoint is loaded in.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        lrs = [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, steps_per_epoch: int) -> LambdaLR:
+    """The schedule named by ``schedule.name`` (with warm-up) over ``train.epochs`` epochs, as a
+    LambdaLR stepped once per iteration. Each group's rate is its ``initial_lr`` times the
+    multiplier, so per-layer multipliers and batch scaling carry through."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    return PerIterationLambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+
+
+def total_steps(cfg: dict, steps_per_epoch: int) -> int:
+    return int(cfg["train"]["epochs"]) * steps_per_epoch
+
+
+def schedule_curve(cfg: dict, steps_per_epoch: int) -> list[float]:
+    """The rate used by every update 0 .. epochs·steps_per_epoch − 1 (base rate after batch
+    scaling, times warm-up and schedule) — what the optimiser's group 0 sees without multipliers."""
+    f = lr_lambda(cfg, steps_per_epoch)
+    lr0 = base_lr(cfg)
+    return [lr0 * f(k) for k in range(total_steps(cfg, steps_per_epoch))]
+
+
+def cycle_end_steps(cfg: dict, steps_per_epoch: int) -> list[int]:
+    """Update counts n (1 ≤ n ≤ epochs·steps_per_epoch) after which a cycle of sgdr/cyclic ends:
+    update n − 1 is the last of one cycle and update n would start the next. Snapshot ensembles
+    save the weights after those updates, where the rate is lowest. Empty for other schedules.
+
+    A cycle that ends exactly at the end of training counts; a cut-off last cycle does not.
+    """
+    index = getattr(SCHEDULES.get(cfg["schedule"]["name"]), "cycle_index", None)
+    if index is None:
+        return []
+    scfg = cfg["schedule"]
+    return [
+        n
+        for n in range(1, total_steps(cfg, steps_per_epoch) + 1)
+        if index(n / steps_per_epoch, scfg) > index((n - 1) / steps_per_epoch, scfg)
+    ]
+
+
+__all__ = [
+    "SCHEDULES", "build_scheduler", "cycle_end_steps", "schedule_curve", "lr_lambda", "warmup",
+    "warmup_steps", "total_steps", "PerIterationLambdaLR",
+]
