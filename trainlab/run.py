@@ -220,6 +220,14 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(EMA(tc["ema"]))
     if tc["early_stopping"] > 0:
         cbs.append(EarlyStopping(tc["early_stopping"]))
+    if cfg["monitor"]["every"] > 0:
+        from trainlab.babysit.monitors import Monitors
+
+        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
+    if tc["snapshots"] > 0:
+        from trainlab.ensemble import SnapshotSaver
+
+        cbs.append(SnapshotSaver(cfg, len(p.loader), out, meta))
     cbs += list(callbacks)
     cbs.append(MetricsLogger(out, tc["log_every"]))
     if tc["progress"]:
