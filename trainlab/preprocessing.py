@@ -108,7 +108,7 @@ class Preprocessor(nn.Module):
     """Base class: ``cls(cfg_preprocess)``, then ``fit(x_train)``, then ``forward(x)``.
 
     Subclasses declare their statistics with :meth:`_declare` (empty buffers until fitted) and
-    fill them in :meth:`fit`. Because a buffer's shape is only known after fitting, loading a
+    fill them in :meth:`_fit`. Because a buffer's shape is only known after fitting, loading a
     fitted ``state_dict`` into a fresh, unfitted module resizes the buffers first — that is how
     a checkpoint is restored without the training data.
     """
@@ -296,6 +296,11 @@ class _LinearProjection(Preprocessor):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         return (x.flatten(1) - self.mean) @ self.matrix
+
+    def extra_repr(self) -> str:
+        if not self.fitted:
+            return "unfitted"
+        return f"{super().extra_repr()}, k={self.matrix.shape[1]}, kept_variance={self.kept_variance:.4f}"
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         self._require_fitted()

@@ -90,7 +90,8 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
-    """A run directory holds one run: refuse to overwrite a finished or interrupted one."""
+    """A run directory holds one run: refuse to overwrite a finished or interrupted one (checked
+    before any work; the directory itself is made once data and model are ready)."""
     if resume:
         if not (out / "checkpoints" / "last.pt").is_file():
             raise UserError(f"cannot resume {str(out)!r}: it has no checkpoints/last.pt")
@@ -98,7 +99,6 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
     if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out}, "
                         "or choose another --out directory")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -210,6 +210,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     t_start = time.perf_counter()
     p = prepare(cfg, say, model=model, data=data)
     cfg, model, data = p.cfg, p.model, p.data
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no empty run behind
     dump_config(cfg, out / "config.yaml")
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))

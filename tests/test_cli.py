@@ -1,0 +1,114 @@
+"""The command line: exit codes (SPEC §8) and the messages users see for bad input.
+
+Exit 2 must come with a one-paragraph message and no traceback.
+"""
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainlab.cli import main
+from trainlab.data import datasets
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FAST = ["train.epochs=1", "train.progress=false", "monitor.every=0", "model.width=16"]
+
+
+def run_cli(*args):
+    """The real console entry point in a subprocess: what a user sees."""
+    return subprocess.run([sys.executable, "-m", "trainlab", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert result.stderr.startswith("trainlab: error:")
+    for w in words:
+        assert w in result.stderr, (w, result.stderr)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("optim.lrr=0.1", ["unknown config key", "optim.lr"]),
+    ("optim.name=adamm", ["optim.name", "adam"]),
+    ("optim.lr=-0.1", ["optim.lr", "> 0"]),
+    ("model.activation=rellu", ["model.activation", "relu"]),
+])
+def test_bad_config_exits_2_naming_the_key(tmp_path, override, words):
+    result = run_cli("train", override, "--out", str(tmp_path / "run"))
+    assert_user_error(result, *words)
+    assert not (tmp_path / "run").exists(), "a rejected config must not leave a run directory behind"
+
+
+def test_truncated_data_file_exits_2(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    datasets_dir = SHARED / "mnist"
+    if not datasets_dir.exists():
+        pytest.skip("../shared/data/mnist is not beside the repository")
+    for f in datasets_dir.iterdir():
+        data = f.read_bytes()
+        (folder / f.name).write_bytes(data[: len(data) // 3] if f.name.startswith("train-images") else data)
+    result = run_cli("train", "data.name=mnist", f"data.root={tmp_path}", *FAST, "--out", str(tmp_path / "run"))
+    assert_user_error(result, "train-images-idx3-ubyte.gz", "download")
+
+
+def test_absent_dataset_without_download_exits_2(tmp_path):
+    result = run_cli("train", "data.name=fashion-mnist", f"data.root={tmp_path}", "data.download=false",
+                     "--out", str(tmp_path / "run"))
+    assert_user_error(result, str(tmp_path / "fashion-mnist"), "train-images-idx3-ubyte")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the socket is: nothing listens there
+
+
+def test_absent_dataset_offline_exits_2(tmp_path, monkeypatch, capsys):
+    """Download on, but the network is unreachable: the URLs point at a closed loopback port."""
+    base = f"http://127.0.0.1:{closed_port()}/"
+    spec = datasets.PUBLIC_SETS["mnist"]
+    files = tuple(dataclasses.replace(f, url=base + f.name) for f in spec.files)
+    monkeypatch.setitem(datasets.PUBLIC_SETS, "mnist", dataclasses.replace(spec, files=files))
+    code = main(["train", "data.name=mnist", f"data.root={tmp_path}", *FAST, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "offline" in err.lower() and "Traceback" not in err
+    assert not any((tmp_path / "mnist").glob("*.gz")), "a failed download must not leave partial files"
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    assert_user_error(run_cli("train", "optim.lr", "--out", str(tmp_path / "r")), "key=value")
+    assert_user_error(run_cli("train", "--resume", str(tmp_path / "nothing")), "cannot resume")
+    assert_user_error(run_cli("evaluate", str(tmp_path / "missing")), "does not exist")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_user_error(run_cli("evaluate", str(bad)), "corrupt")
+
+
+def test_train_evaluate_report_data_commands(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--tta", "flip"]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert 0 <= result["test_acc"] <= 1 and len(result["confusion"]) == 10 and len(result["per_class_acc"]) == 10
+    assert (out / "plots" / "confusion.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # no TTA: the same number summary.json reports
+    assert json.loads((out / "evaluation.json").read_text())["test_acc"] == pytest.approx(summary["test_acc"])
+    assert main(["report", str(out)]) == 0
+    assert main(["data", f"data.root={tmp_path}"]) == 0
+    listing = capsys.readouterr().out
+    assert "digits" in listing and "mnist" in listing and "absent" in listing
+    assert main(["config-keys"]) == 0 and "`optim.lr`" in capsys.readouterr().out
+
+
+def test_python_m_and_console_script_agree():
+    a = run_cli("--help")
+    assert a.returncode == 0
+    for command in ("train", "evaluate", "data", "report"):
+        assert command in a.stdout
