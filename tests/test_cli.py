@@ -112,3 +112,14 @@ def test_python_m_and_console_script_agree():
     assert a.returncode == 0
     for command in ("train", "evaluate", "data", "report"):
         assert command in a.stdout
+
+
+def test_tta_on_flat_features_is_rejected_before_training(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "flat.npz", x=rng.random((60, 5)).astype("float32"), y=np.arange(60) % 3)
+    result = run_cli("train", "data.name=npz", f"data.path={tmp_path / 'flat.npz'}", "augment.tta=flip", *FAST,
+                     "--out", str(tmp_path / "run"))
+    assert_user_error(result, "augment.tta", "flat")
+    assert not (tmp_path / "run").exists()

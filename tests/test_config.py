@@ -66,3 +66,18 @@ def test_keys_table_lists_every_key():
     table = keys_table()
     for name in SCHEMA:
         assert f"`{name}`" in table
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ("train.amp=on", ("train", "amp"), "on"), ("train.amp=off", ("train", "amp"), "off"),
+    ("train.channels_last=on", ("train", "channels_last"), "on"), ("transfer.similar=yes", ("transfer", "similar"), "yes"),
+    ("transfer.similar=no", ("transfer", "similar"), "no"),
+])
+def test_yaml_booleans_map_back_to_on_off_choices(override, key, expected, tmp_path):
+    cfg = load_config(None, [override])
+    assert cfg[key[0]][key[1]] == expected
+    f = tmp_path / "c.yaml"
+    name, value = override.split("=")
+    section, leaf = name.split(".")
+    f.write_text(f"{section}:\n  {leaf}: {value}\n")  # unquoted in YAML, too
+    assert load_config(f)[key[0]][key[1]] == expected

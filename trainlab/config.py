@@ -149,12 +149,15 @@ SCHEMA: dict[str, Key] = {
     "monitor.every": _k(100, "int", "probe activations, gradients and update ratios every N steps (0: off)", **NONNEG),
     "monitor.probe_size": _k(256, "int", "images in the fixed probe batch", low=1),
     "monitor.bins": _k(30, "int", "bins of the activation histograms", low=2),
+    "monitor.warn": _k(True, "bool", "print a warning as soon as a monitor sees dead or saturated units, vanishing activations or an odd update ratio"),
+    "monitor.plots": _k(True, "bool", "write the monitor plots (histograms, std per layer, update ratios, gradient norms, first-layer filters) at the end"),
     # --- transfer (SPEC §6) --------------------------------------------------------------
     "transfer.strategy": _k("auto", "str", "auto, linear, top_k or all", choices=("auto", "linear", "top_k", "all")),
     "transfer.k": _k(1, "int", "top_k: number of top blocks to fine-tune", low=1),
     "transfer.lr_decay": _k(0.3, "float", "all: each lower block's lr is this times the block above's", **POS),
     "transfer.freeze_bn": _k(True, "bool", "keep batch-norm statistics of frozen layers fixed"),
     "transfer.similar": _k("auto", "str", "is the new data similar to the source? auto: same data set family", choices=("auto", "yes", "no")),
+    "transfer.little_data": _k(100, "int", "auto: fewer labelled images per class than this is 'very little data'", low=1),
 }
 
 
@@ -270,6 +273,10 @@ def _coerce(name: str, key: Key, value):
                     raise UserError(f"bad value {v!r} in {name}{close_matches(v, allowed)}: expected {_describe(key)}")
         return items
     # str
+    if isinstance(value, bool) and isinstance(key.choices, tuple):
+        # YAML reads on/off/yes/no as booleans; map them back to the spelling this key offers
+        spellings = ("on", "yes", "true") if value else ("off", "no", "false")
+        value = next((c for c in key.choices if c in spellings), value)
     value = str(value)
     if key.choices is not None:
         allowed = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)

@@ -172,6 +172,9 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     model = model.to(device)
     channels_last = cfg["train"]["channels_last"] == "on" or (
         cfg["train"]["channels_last"] == "auto" and device.type == "cuda" and data.train_x.ndim == 4)
+    if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
+        raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
+                        f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     augment = build_augment(cfg["augment"], data.num_classes, data.train_x)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
