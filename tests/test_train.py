@@ -98,6 +98,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     summary = train_run(cfg, tmp_path / "run", say=quiet)
     assert summary["stop_reason"].startswith("diverged")
     assert "diverged" in [d["code"] for d in summary["diagnosis"]]
+    assert summary["test_loss"] is not None and summary["test_loss"] < 10, "tested on the last good weights"
     last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 

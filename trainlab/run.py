@@ -268,9 +268,13 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
     from trainlab.report import write_report
 
     cfg, data, model, state = p.cfg, p.data, p.model, trainer.state
-    best_path = out / "checkpoints" / "best.pt"
-    if best_path.exists():
-        model.load_state_dict(load_checkpoint(best_path, map_location=p.device)["model"])
+    # Test the best-on-validation weights; a run that diverged before any epoch finished has no
+    # best.pt, and its current weights are garbage, so it falls back on last.pt (the last good state).
+    for name in ("best.pt", "last.pt"):
+        path = out / "checkpoints" / name
+        if path.exists():
+            model.load_state_dict(load_checkpoint(path, map_location=p.device)["model"])
+            break
     test = None
     if data.test_y is not None and len(data.test_y):
         test = evaluate(model, data.test_x, data.test_y, data.num_classes, cfg["train"]["eval_batch_size"],

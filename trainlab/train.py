@@ -12,7 +12,6 @@ stops at the next safe point.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -194,6 +193,3 @@ class Trainer:
             if cb.name in ckpt["callbacks"]:
                 cb.load_state_dict(ckpt["callbacks"][cb.name])
 
-
-def finite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))
