@@ -119,11 +119,13 @@ def dead_units(record: dict) -> dict | None:
            if layer.get("dead_fraction") is not None and layer["dead_fraction"] >= DEAD_UNITS_FRACTION}
     if not bad:
         return None
+    worst = max(bad, key=bad.get)
     return verdict("dead_units",
-                   f"{len(bad)} ReLU layer(s) have ≥ {DEAD_UNITS_FRACTION:.0%} dead units (never active on the probe "
-                   "batch). A dead ReLU will never activate, so it never updates. Start the biases at 0 or slightly "
-                   "positive (model.bias_init=0.01), use kaiming initialisation, lower the learning rate (a too-large "
-                   "update can knock units dead), or use leaky_relu / prelu / elu, which do not die.",
+                   f"{len(bad)} ReLU layer(s) have ≥ {DEAD_UNITS_FRACTION:.0%} dead units, never active on the probe "
+                   f"batch ({worst}: {bad[worst]:.0%}). A dead ReLU will never activate, so it never updates. Start the "
+                   "biases at 0 or slightly positive (model.bias_init=0.01), use kaiming initialisation, lower the "
+                   "learning rate (a too-large update can knock units dead), or use leaky_relu / prelu / elu, which "
+                   "do not die.",
                    step=record["step"], dead_fraction=bad)
 
 
@@ -133,8 +135,10 @@ def saturated_units(record: dict) -> dict | None:
            if layer.get("saturated_fraction") is not None and layer["saturated_fraction"] >= SATURATED_FRACTION}
     if not bad:
         return None
+    worst = max(bad, key=bad.get)
     return verdict("saturated_units",
-                   f"{len(bad)} tanh/sigmoid layer(s) have ≥ {SATURATED_FRACTION:.0%} of their outputs saturated. "
+                   f"{len(bad)} tanh/sigmoid layer(s) have ≥ {SATURATED_FRACTION:.0%} of their outputs saturated "
+                   f"({worst}: {bad[worst]:.0%}). "
                    "Saturated neurons kill the gradients: local gradients are all zero, no learning. The initial "
                    "weights are too large: use xavier initialisation (std = 1/sqrt(Din)), add batch normalisation "
                    "(model.norm=batch), or use relu.",
@@ -176,12 +180,16 @@ def update_ratio_verdict(ratio: float | None, step: int | None = None) -> dict |
 
 
 def monitor_verdicts(record: dict, base_lr: float) -> list[dict]:
-    """What one monitor record shows on its own (used live, during training)."""
-    found = [dead_units(record), saturated_units(record), vanishing_activations(record)]
+    """What one monitor record shows on its own (used live, during training). Tiny updates
+    next to dead, saturated or vanishing units are explained by them (no gradient flows back
+    through such units), not by the rate: then no lr_too_low."""
+    found = [v for v in (dead_units(record), saturated_units(record), vanishing_activations(record)) if v]
     if judges_update_ratio(record, base_lr):
         ratios = weight_update_ratios(record)
-        found.append(update_ratio_verdict(statistics.median(ratios) if ratios else None, record["step"]))
-    return [v for v in found if v is not None]
+        v = update_ratio_verdict(statistics.median(ratios) if ratios else None, record["step"])
+        if v is not None and not (found and v["code"] == "lr_too_low"):
+            found.append(v)
+    return found
 
 
 def diverged(stop_reason: str | None, cfg: dict, history: list[dict]) -> dict | None:
@@ -221,14 +229,17 @@ def lr_too_high(first_loss: float, steps: list[dict], history: list[dict], ratio
 
 
 def lr_too_low(first_loss: float, history: list[dict], ratio: float | None, explained: bool) -> dict | None:
-    """The last epoch's training loss is less than BARELY_CHANGED below where it started —
-    unless ``explained`` by the monitors (dead, saturated or vanishing units: "bad
-    initialization") — or the update ratio is ≥ 100x below the healthy 1e-3."""
+    """The last epoch's training loss is less than BARELY_CHANGED below where it started, or the
+    update ratio is ≥ 100x below the healthy 1e-3 — unless ``explained`` by the monitors: dead,
+    saturated or vanishing units stall the loss and the updates whatever the rate ("bad
+    initialization")."""
     if not history or not _finite(history[-1]["train_loss"]) or first_loss <= 0:
         return None
     last = history[-1]["train_loss"]
     fall = (first_loss - last) / first_loss
-    if fall >= BARELY_CHANGED or explained:
+    if explained:
+        return None
+    if fall >= BARELY_CHANGED:
         v = update_ratio_verdict(ratio)
         return v if v is not None and v["code"] == "lr_too_low" else None
     return verdict("lr_too_low", f"Loss barely changing ({first_loss:.3g} → {last:.3g}, {fall:.1%} lower): the learning "
@@ -250,18 +261,19 @@ def overfitting(history: list[dict]) -> dict | None:
     if not history or _gap(history[-1]) is None:
         return None
     last, gap = history[-1], _gap(history[-1])
-    val_losses = [h["val_loss"] for h in history if _finite(h.get("val_loss"))]
-    best = min(range(len(history)), key=lambda i: history[i]["val_loss"] if _finite(history[i].get("val_loss")) else math.inf)
-    rise = (last["val_loss"] / history[best]["val_loss"] - 1) if val_losses and _finite(last.get("val_loss")) else 0.0
+    val_losses = [h["val_loss"] if _finite(h.get("val_loss")) else math.inf for h in history]
+    best = min(range(len(history)), key=val_losses.__getitem__)
+    measured = math.isfinite(val_losses[best]) and _finite(last.get("val_loss"))
+    rise = last["val_loss"] / val_losses[best] - 1 if measured else 0.0
     train_fell = last["train_loss"] < history[best]["train_loss"]
     memorised = last["train_acc"] >= MEMORISED_ACC and gap > MEMORISED_GAP
     if gap <= OVERFIT_GAP and not memorised and not (rise > OVERFIT_VAL_LOSS_RISE and train_fell):
         return None
+    rose = f"; validation loss {rise:.0%} above its best (epoch {history[best]['epoch']})" if rise > 0 else ""
     return verdict("overfitting", f"Train accuracy {last['train_acc']:.3f} vs validation {last['val_acc']:.3f} "
-                   f"(gap {gap:.3f}); validation loss {rise:+.0%} from its best at epoch {history[best]['epoch']}. "
-                   "Huge train/val gap means overfitting! Increase regularization (reg.penalty / optim.weight_decay, "
-                   "model.dropout, augment.names), get more data, or keep the best-on-validation weights (best.pt, "
-                   "train.early_stopping).",
+                   f"(gap {gap:.3f}){rose}. Huge train/val gap means overfitting! Increase regularization "
+                   "(reg.penalty / optim.weight_decay, model.dropout, augment.names), get more data, or keep the "
+                   "best-on-validation weights (best.pt, train.early_stopping).",
                    train_acc=_round(last["train_acc"]), val_acc=_round(last["val_acc"]), gap=_round(gap, 3),
                    val_loss_rise=_round(rise, 3), best_val_loss_epoch=history[best]["epoch"])
 
@@ -329,13 +341,14 @@ def plateau(history: list[dict]) -> dict | None:
                    f"epochs at an undecayed learning rate, with train accuracy {tail[-1]['train_acc']:.3f}. The loss "
                    "plateaus: decay the learning rate here (schedule.name=step or cosine) — the loss typically drops "
                    "again when it is decayed — or try a different update rule (momentum, adam).",
-                   epochs=span, loss_change=_round(change, 3), train_loss=_round(end), train_acc=_round(tail[-1]["train_acc"]))
+                   epochs=span, loss_change=_round(change, 3), train_loss=_round(end),
+                   train_acc=_round(tail[-1]["train_acc"]))
 
 
 def unit_verdicts(records: list[dict]) -> list[dict]:
     """Dead units, saturation and vanishing activations at the end of training (the last monitor
-    record) or, failing that, at the start (the first): a problem of the initialisation shows
-    at step 1 even when training later works around it."""
+    record) or, failing that, at the start (the first, step 0: the initialisation). A problem of
+    the initialisation is reported even when training later works around it."""
     found = []
     for rule in (dead_units, saturated_units, vanishing_activations):
         v = next((v for r in (records[-1:] + records[:1]) if r["layers"] and (v := rule(r))), None)
