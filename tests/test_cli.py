@@ -123,3 +123,11 @@ def test_tta_on_flat_features_is_rejected_before_training(tmp_path):
                      "--out", str(tmp_path / "run"))
     assert_user_error(result, "augment.tta", "flat")
     assert not (tmp_path / "run").exists()
+
+
+def test_overrides_may_follow_options(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *FAST, "train.max_steps=2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "r2"), "--no-such-flag"])

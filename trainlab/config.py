@@ -97,7 +97,7 @@ SCHEMA: dict[str, Key] = {
     "model.init": _k("kaiming", "str", "weight initialisation", choices="inits"),
     "model.init_std": _k(0.01, "float", "small_gaussian: std; constant: the value", **NONNEG),
     "model.bias_init": _k(0.0, "float", "initial value of every bias (a large negative one kills ReLUs)"),
-    "model.head_scale": _k(1.0, "float", "multiplies the initial weights of the last layer", **NONNEG),
+    "model.head_scale": _k(0.1, "float", "multiplies the initial weights of the last layer (small: initial loss near ln C)", **NONNEG),
     "model.zero_init_residual": _k(True, "bool", "resnet: zero the last norm's gamma in each block"),
     "model.dropout": _k(0.0, "float", "inverted dropout probability of dropping a unit", **FRACTION),
     "model.dropconnect": _k(0.0, "float", "DropConnect probability of dropping a weight (mlp hidden layers)", **FRACTION),

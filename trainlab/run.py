@@ -203,8 +203,11 @@ def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
-              say: Callable[[str], None] = print, extra_summary: dict | None = None) -> dict:
-    """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents."""
+              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True) -> dict:
+    """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
+
+    ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
+    can make them later from the files)."""
     from trainlab.optim import build_optimizer, is_full_batch
     from trainlab.schedules import build_scheduler
 
@@ -255,14 +258,12 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
             f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
         raise
-    summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say)
-    if extra_summary:
-        summary.update(extra_summary)
-        write_summary(out, summary)
+    summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report)
     return summary
 
 
-def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Callable[[str], None]) -> dict:
+def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Callable[[str], None],
+               extra_summary: dict, report: bool) -> dict:
     """Best weights → test metrics, summary.json, plots and report."""
     from trainlab.evaluate import evaluate
     from trainlab.report import write_report
@@ -301,8 +302,10 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
         summary["per_class_acc"] = test["per_class_acc"]
         summary["confusion"] = test["confusion"]
     summary["diagnosis"] = diagnose_run(out, summary, trainer, p)
+    summary.update(extra_summary)
     write_summary(out, summary)
-    write_report(out)
+    if report:
+        write_report(out)
     acc = f"test_acc {summary['test_acc']:.4f}" if test else "no test split"
     say(f"done: {state.epoch} epochs, {state.step} steps in {wall:.1f}s; best_val_acc "
         f"{summary['best_val_acc'] if summary['best_val_acc'] is None else round(summary['best_val_acc'], 4)}; {acc}")

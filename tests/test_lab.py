@@ -1,0 +1,118 @@
+"""The lab: every experiment runs from the CLI (--quick) and writes its table and plots; the
+measuring helpers do what their docstrings say."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import trainlab.report
+from trainlab.cli import main
+from trainlab.lab import EXPERIMENTS
+from trainlab.lab.common import AGREES, DISAGREES, PARTLY, graded, median, ratio, steps_to_target
+from trainlab.lab.optimizers import SURFACES, run_path, steps_within
+
+EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "lbfgs", "optimizers", "preprocessing",
+            "regularization", "schedules"]
+
+
+@pytest.fixture
+def fast_runs(monkeypatch):
+    """One thread (tiny models gain nothing from more), and no per-run curve PNGs: the lab's own
+    plots are what is checked here, the run reports are tested in test_train/test_report."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: [])
+    monkeypatch.setattr(trainlab.report, "plot_confusion", lambda *args, **kwargs: None)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_issue_experiment_is_registered():
+    assert sorted(EXPERIMENTS.names()) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
+    out = tmp_path / name
+    assert main(["lab", name, "--quick", "--out", str(out)]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == name and results["quick"] is True
+    assert results["rows"] and set(results["columns"]) <= set().union(*results["rows"])
+    assert results["claims"]
+    for c in results["claims"]:
+        assert c["claim"] and c["source"] and c["measured"]
+        assert c["verdict"] in (AGREES, PARTLY, DISAGREES)
+    markdown = (out / "results.md").read_text()
+    assert "| " + " | ".join(results["columns"]) + " |" in markdown and "## The lecture's claims" in markdown
+    assert results["plots"]
+    for plot in results["plots"]:
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+        assert f"]({plot})" in markdown
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= len(results["plots"])
+    assert "measured:" in capsys.readouterr().out
+
+
+def test_lab_list_from_the_installed_command():
+    done = subprocess.run([sys.executable, "-m", "trainlab", "lab", "list"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == EXPERIMENTS.names()
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["lab", "dropuot", "--out", str(tmp_path / "a")]) == 2
+    assert "did you mean: dropout" in capsys.readouterr().err
+    assert main(["lab", "dropout", "optim.lr=-1", "--out", str(tmp_path / "b")]) == 2
+    assert not (tmp_path / "b").exists()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text("{}")
+    assert main(["lab", "dropout", "--out", str(tmp_path / "c")]) == 2
+    assert "already holds lab results" in capsys.readouterr().err
+
+
+# --- the helpers -----------------------------------------------------------------------------------
+
+def test_steps_to_target_uses_the_trailing_mean():
+    errors = [1.0] * 5 + [0.0] * 5
+    assert steps_to_target(errors, 0.4, window=2) == 7  # steps 6, 7: mean 0 (steps 5, 6: 0.5)
+    assert steps_to_target(errors, 0.4, window=4) == 8  # steps 5..8: 0.25 (steps 4..7: 0.5)
+    assert steps_to_target([1.0] * 10, 0.5, window=3) is None
+
+
+def test_ratio_median_and_grading_of_never():
+    assert ratio(6, 2) == 3 and ratio(None, 2) == math.inf and ratio(2, None) is None
+    assert median([3, None, 1]) == 3 and median([None, None, 1]) is None and median([1.0, 2.0]) == 1.5
+    assert graded(3, 2, 1) == AGREES and graded(1.5, 2, 1) == PARTLY and graded(0.5, 2, 1) == DISAGREES
+    assert graded(None, 2, 1) == DISAGREES and graded(math.inf, 2, 1) == AGREES
+
+
+def test_sgd_path_on_the_taco_shell_is_gradient_descent():
+    """x_{t+1} = x_t − lr ∇f: on f = ½(0.1 x² + 10 y²) each coordinate shrinks by (1 − lr·curvature)."""
+    taco = next(s for s in SURFACES if s.name == "taco")
+    path, gaps = run_path(taco, "sgd", 0.05, steps=20)
+    t = np.arange(21)
+    np.testing.assert_allclose(path[:, 0], taco.start[0] * (1 - 0.05 * 0.1) ** t, rtol=1e-10)
+    np.testing.assert_allclose(path[:, 1], taco.start[1] * (1 - 0.05 * 10) ** t, rtol=1e-10)
+    assert gaps[-1] < gaps[0]
+
+
+def test_steps_within_needs_the_path_to_stay():
+    gaps = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
+    assert steps_within(gaps, 0.5) == 3  # the dip at step 1 does not count: it left again
+    assert steps_within(np.array([1.0, 1.0]), 0.5) is None
+
+
+def test_mc_dropout_average_matches_the_scaled_pass_for_a_linear_head():
+    """With one dropout layer right before a linear layer, E_mask[logits] is exactly the eval-mode logits."""
+    from trainlab.lab.dropout import expected_train_output
+    from trainlab.regularization import Dropout
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), Dropout(0.5), torch.nn.Linear(64, 3))
+    train_mean, test_mean = expected_train_output(model, torch.randn(32, 4), passes=500)
+    assert train_mean == pytest.approx(test_mean, rel=0.03)

@@ -1,0 +1,15 @@
+"""The lab (SPEC §7): every claim of the lectures re-measured with one command, as a table and a plot.
+
+    trainlab lab list
+    trainlab lab activations --out runs/lab/activations
+    trainlab lab optimizers --quick
+    trainlab lab batchnorm data.name=mnist data.subset=5000     # any config override applies to every run
+
+Each experiment is a module here, registered in :data:`EXPERIMENTS`; ``common`` holds what they share.
+"""
+from trainlab.lab.common import EXPERIMENTS, run_experiment
+# Importing a module registers its experiment; this order (the lectures') is `trainlab lab list`'s.
+from trainlab.lab import init_stats, activations, optimizers, preprocessing, dropout  # noqa: F401, E402, I001
+from trainlab.lab import batchnorm, schedules, batch_size, regularization, lbfgs  # noqa: F401, E402, I001
+
+__all__ = ["EXPERIMENTS", "run_experiment"]
