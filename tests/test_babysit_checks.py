@@ -14,14 +14,6 @@ from trainlab.config import load_config
 from trainlab.data import load_data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- trainlab check --------------------------------------------------------------------------------
 
 def test_check_passes_on_the_default_config(tmp_path, capsys):

@@ -16,14 +16,6 @@ from trainlab.run import load_classifier, train_run
 QUICK = ["train.progress=false", "monitor.plots=false", "monitor.every=10"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def codes_of(summary: dict) -> list[str]:
     return [d["code"] for d in summary["diagnosis"]]
 

@@ -12,15 +12,6 @@ from trainlab.models import build_model, model_config
 from trainlab.run import train_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids contention between torch's own."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def deep_mlp(activation: str, init: str, depth: int = 10, **extra) -> nn.Module:
     """The lecture's stack, at digits scale: `depth` hidden layers of 256 units on 64 inputs."""
     torch.manual_seed(0)

@@ -260,15 +260,6 @@ ALL_CASES = [
 # --- running and checking -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Width-8 models gain nothing from intra-op threads; on a busy machine they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def no_png_drawing(monkeypatch):
     monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: None)

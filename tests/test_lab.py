@@ -21,14 +21,11 @@ EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "
 
 @pytest.fixture
 def fast_runs(monkeypatch):
-    """One thread (tiny models gain nothing from more), and no per-run curve PNGs: the lab's own
-    plots are what is checked here, the run reports are tested in test_train/test_report."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """No per-run curve PNGs: the lab's own plots are what is checked here, the run reports are
+    tested in test_train/test_report (one torch thread comes from conftest)."""
     monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: [])
     monkeypatch.setattr(trainlab.report, "plot_confusion", lambda *args, **kwargs: None)
     yield
-    torch.set_num_threads(threads)
 
 
 def test_every_issue_experiment_is_registered():

@@ -10,7 +10,6 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import pytest
-import torch
 
 from trainlab.config import load_config
 from trainlab.report import _img, embed_png, save_figure, write_report
@@ -114,15 +113,10 @@ IMAGE_PROBE = """<script>window.addEventListener('load', () => {
 
 @pytest.mark.skipif(chromium() is None, reason="no chromium binary (set TRAINLAB_TEST_CHROMIUM, or apt-get install chromium)")
 def test_real_report_renders_in_headless_chromium(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = load_config(None, ["train.epochs=2", "train.progress=false", "model.width=32", "monitor.every=5",
-                                 "data.subset=300"])
-        run = tmp_path / "run"
-        train_run(cfg, run, say=lambda msg: None)
-    finally:
-        torch.set_num_threads(threads)
+    cfg = load_config(None, ["train.epochs=2", "train.progress=false", "model.width=32", "monitor.every=5",
+                             "data.subset=300"])
+    run = tmp_path / "run"
+    train_run(cfg, run, say=lambda msg: None)
     report = run / "report.html"
     page = report.read_text()
     sources = assert_self_contained(page)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -370,5 +370,4 @@ def as_flat(cfg: dict) -> dict:
     return {k: _get(cfg, k) for k in SCHEMA}
 
 
-Override = Callable[[dict], None]
 __all__ = ["SCHEMA", "Key", "load_config", "validate", "defaults", "dump_config", "flatten", "keys_table", "as_flat", "parse_overrides", "read_yaml"]

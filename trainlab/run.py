@@ -253,7 +253,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         say(f"training {cfg['model']['name']} ({count_params(model):,} parameters) on {cfg['data']['name']} "
             f"({len(data.train_y)} train / {len(data.val_y)} val images) on {p.device}; run directory {out}")
     try:
-        state = trainer.fit()
+        trainer.fit()
     except KeyboardInterrupt:
         say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
             f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
