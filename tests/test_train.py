@@ -121,3 +121,18 @@ def test_max_steps_and_seeded_repeatability(tmp_path):
     b = train_run(tiny_cfg("train.max_steps=5"), tmp_path / "b", say=quiet)
     assert a["steps"] == 5
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def test_best_checkpoint_breaks_accuracy_ties_by_lower_loss(tmp_path):
+    from types import SimpleNamespace
+
+    from trainlab.callbacks import Checkpointer
+
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(model=model, state_dict=lambda: {"model": model.state_dict()})
+    saver = Checkpointer(tmp_path, {"config": {}})
+    (tmp_path / "checkpoints").mkdir()
+    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (0.9, 0.3), (0.9, 0.4), (0.8, 0.1)], start=1):
+        saver.on_epoch_end(trainer, {"epoch": epoch, "step": epoch, "val_acc": acc, "val_loss": loss,
+                                     "train_acc": 1.0, "train_loss": 0.0})
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 2

@@ -184,7 +184,7 @@ class ProgressBar(Callback):
 
 class Checkpointer(Callback):
     """Writes ``last.pt`` (everything needed to resume) every epoch and ``best.pt`` (weights with
-    the best validation accuracy so far). Both atomically: a crash mid-write never leaves a
+    the best validation accuracy so far, ties broken by the lower validation loss). Both atomically: a crash mid-write never leaves a
     broken file where a good one was.
 
     ``meta`` (config, class names, input shape) goes in both, so either loads on its own.
@@ -194,7 +194,7 @@ class Checkpointer(Callback):
 
     def __init__(self, run_dir: Path, meta: dict):
         self.dir = Path(run_dir) / "checkpoints"
-        self.meta, self.best = meta, -math.inf
+        self.meta, self.best = meta, (-math.inf, -math.inf)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,8 @@ class Checkpointer(Callback):
             save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
-        score = epoch.get("val_acc", epoch["train_acc"])
+        # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.
+        score = (epoch.get("val_acc", epoch["train_acc"]), -epoch.get("val_loss", epoch["train_loss"]))
         if score > self.best:
             self.best = score
             save_checkpoint({**self.meta, "model": trainer.model.state_dict(), "epoch": epoch["epoch"],
@@ -210,7 +211,7 @@ class Checkpointer(Callback):
         save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": list(self.best)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = state["best"]
+        self.best = tuple(state["best"])
