@@ -216,8 +216,6 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     t_start = time.perf_counter()
     p = prepare(cfg, say, model=model, data=data)
     cfg, model, data = p.cfg, p.model, p.data
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no empty run behind
-    dump_config(cfg, out / "config.yaml")
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))
     tc = cfg["train"]
@@ -240,6 +238,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if tc["progress"]:
         cbs.append(ProgressBar())
     cbs.append(Checkpointer(out, meta))
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
+    dump_config(cfg, out / "config.yaml")
     amp = tc["amp"] == "on" or (tc["amp"] == "auto" and p.device.type == "cuda")
     trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p), tc["epochs"],
                       penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
