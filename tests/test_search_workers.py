@@ -104,10 +104,11 @@ def test_killed_worker_trial_is_failed_and_the_search_completes_on_resume(tmp_pa
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     out = tmp_path / "search"
-    cmd = search_cmd(space, out, "--trials", "2", "--epochs", "2", "--stages", "single", "--pruner", "none",
+    # Trials of ~300 updates (seconds, not milliseconds) so that the kill lands mid-training.
+    cmd = search_cmd(space, out, "--trials", "2", "--epochs", "30", "--stages", "single", "--pruner", "none",
                      "--heartbeat", "1")
     worker = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mid_trial = out / "trials" / "1" / "config.yaml"  # trial 1 has started training
+    mid_trial = out / "trials" / "1" / "metrics.jsonl"  # trial 1 has logged its first training step
     deadline = time.time() + 240
     while not mid_trial.exists() and worker.poll() is None and time.time() < deadline:
         time.sleep(0.05)
