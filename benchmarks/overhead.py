@@ -2,7 +2,9 @@
 trainlab's Trainer (with the callbacks `trainlab train` installs: divergence guard, metrics
 logger + TensorBoard, progress bar, checkpointer, monitors at their default frequency) and
 through a plain hand-written PyTorch loop, back to back in one process. Prints both times and
-their ratio. Evaluation is excluded from both (the plain loop has none).
+their ratio, twice: the trainer with its standard callbacks only (the loop's own overhead), and
+with the monitors at their default frequency as well (a feature the plain loop does not have;
+benchmarks/monitor_overhead.py measures it on its own). Evaluation is excluded from both.
 
     python benchmarks/overhead.py            # mlp on digits-sized random data
     python benchmarks/overhead.py --model convnet --steps 300
@@ -10,6 +12,7 @@ their ratio. Evaluation is excluded from both (the plain loop has none).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 
@@ -66,7 +69,7 @@ def main():
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--n", type=int, default=12800)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     from trainlab.data import DataBundle
 
@@ -75,18 +78,22 @@ def main():
     y = torch.randint(0, 10, (args.n,), generator=g)
     bs = 128
     epochs = max(1, args.steps * bs // args.n)
-    cfg = load_config(None, [f"model.name={args.model}", f"train.batch_size={bs}", f"train.epochs={epochs}",
-                             f"train.max_steps={args.steps}", "data.val_fraction=0"])
+    base = [f"model.name={args.model}", f"train.batch_size={bs}", f"train.epochs={epochs}",
+            f"train.max_steps={args.steps}", "data.val_fraction=0", "train.progress=true"]
     empty = x[:0]
     data = DataBundle("random", x, y, empty, y[:0], None, None, [str(i) for i in range(10)])
-    ratios = []
-    for r in range(args.repeats):
-        plain = plain_loop(cfg, x, y, args.steps)
-        ours = trainlab_loop(cfg, data, args.steps)
-        ratios.append(ours / plain)
-        print(f"repeat {r}: plain loop {plain:.2f}s   trainlab {ours:.2f}s   ratio {ours / plain:.3f}")
-    ratios.sort()
-    print(f"median ratio trainlab / plain = {ratios[len(ratios) // 2]:.3f}  ({args.model}, {args.steps} steps, batch {bs})")
+    for label, extra in (("trainer", ["monitor.every=0"]), ("trainer + default monitors", [])):
+        cfg = load_config(None, base + extra)
+        ratios = []
+        for r in range(args.repeats):
+            plain = plain_loop(cfg, x, y, args.steps)
+            ours = trainlab_loop(cfg, data, args.steps)
+            ratios.append(ours / plain)
+            print(f"{label}, repeat {r}: plain loop {plain:.2f}s   trainlab {ours:.2f}s   ratio {ours / plain:.3f}",
+                  file=sys.stderr)
+        ratios.sort()
+        print(f"{label}: median ratio trainlab / plain = {ratios[len(ratios) // 2]:.3f}  "
+              f"({args.model}, {args.steps} steps, batch {bs}, {args.repeats} repeats)")
 
 
 if __name__ == "__main__":
