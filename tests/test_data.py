@@ -463,3 +463,22 @@ def test_real_mnist():
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert torch.bincount(raw.train_y).sum() == 60000 and raw.train_y.max() == 9
     assert raw.train_x.mean().item() == pytest.approx(0.1307, abs=1e-3)
+
+
+def test_load_data_cached_loads_once_per_data_and_seed(monkeypatch):
+    import trainlab.data as data_pkg
+    from trainlab.config import load_config
+
+    calls = []
+    real = data_pkg.load_data
+    monkeypatch.setattr(data_pkg, "load_data", lambda cfg: calls.append(1) or real(cfg))
+    cache: dict = {}
+    cfg = load_config(None, ["data.subset=200"])
+    a = data_pkg.load_data_cached(cfg, cache)
+    b = data_pkg.load_data_cached(load_config(None, ["data.subset=200", "optim.lr=0.1"]), cache)  # same data keys
+    assert len(calls) == 1
+    assert a is not b and a.train_x is b.train_x  # shallow copies: re-binding one never touches the other
+    a.train_x = a.train_x[:1]
+    assert len(data_pkg.load_data_cached(cfg, cache).train_x) == len(b.train_x)
+    data_pkg.load_data_cached(load_config(None, ["data.subset=200", "seed=1"]), cache, max_entries=1)
+    assert len(calls) == 2 and len(cache) == 1  # a new seed splits differently; the bound evicts the old entry

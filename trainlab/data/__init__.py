@@ -10,6 +10,8 @@ else ``~/.cache/trainlab``. Files already there are used as they are; nothing is
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,22 @@ def select_classes(raw: RawData, wanted: list) -> RawData:
     if test_x is not None:
         test_x, test_y = _relabel(test_x, test_y, keep, len(raw.classes))
     return RawData(train_x, train_y, test_x, test_y, [raw.classes[i] for i in keep])
+
+
+def load_data_cached(cfg: dict, cache: dict, max_entries: int | None = None) -> DataBundle:
+    """:func:`load_data`, once per distinct (``data`` section, seed) held in ``cache``.
+
+    Runs that share those keys split the data identically, so searches and lab experiments load
+    it once. Each caller gets a shallow copy: ``run.prepare`` re-binds the bundle's tensors (to
+    move them to the device), which must not change what the next run receives. ``max_entries``
+    bounds the memory held (oldest entries go first).
+    """
+    key = json.dumps({"seed": cfg["seed"], "data": cfg["data"]}, sort_keys=True)
+    if key not in cache:
+        while max_entries is not None and cache and len(cache) >= max_entries:
+            cache.pop(next(iter(cache)))
+        cache[key] = load_data(cfg)
+    return copy.copy(cache[key])
 
 
 def load_data(cfg: dict) -> DataBundle:

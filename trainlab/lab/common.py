@@ -15,7 +15,6 @@ An experiment is one function registered in :data:`EXPERIMENTS`::
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -194,12 +193,9 @@ class LabContext:
 
     def data(self, cfg: dict):
         """The data bundle for ``cfg``, loaded once per distinct ``data`` section and seed."""
-        from trainlab.data import load_data
+        from trainlab.data import load_data_cached
 
-        key = json.dumps([cfg["data"], cfg["seed"]], sort_keys=True)
-        if key not in self._data:
-            self._data[key] = load_data(cfg)
-        return self._data[key]
+        return load_data_cached(cfg, self._data)
 
     def train(self, name: str, cfg: dict, callbacks: list[Callback] = (), data=None) -> dict:
         """``train_run`` into ``runs/<name>`` of the experiment directory (on ``data``, default

@@ -4,8 +4,6 @@ every epoch so that a hopeless trial is pruned early.
 """
 from __future__ import annotations
 
-import copy
-import json
 import math
 import socket
 from pathlib import Path
@@ -63,14 +61,10 @@ _DATA: dict[str, object] = {}
 def cached_data(cfg: dict):
     """Load the data set once per worker: every trial of a search splits it the same way (same
     seed and data keys), and reloading Fashion-MNIST for each trial would cost more than a
-    short trial. Each trial gets a shallow copy, since ``prepare`` re-binds the tensors."""
-    from trainlab.data import load_data
+    short trial. One entry is kept: a search has one data set."""
+    from trainlab.data import load_data_cached
 
-    key = json.dumps({"seed": cfg["seed"], "data": cfg["data"]}, sort_keys=True)
-    if key not in _DATA:
-        _DATA.clear()
-        _DATA[key] = load_data(cfg)
-    return copy.copy(_DATA[key])
+    return load_data_cached(cfg, _DATA, max_entries=1)
 
 
 def run_trial(trial: optuna.Trial, base: dict, overrides: dict, epochs: int, out: Path, monitors: bool = False) -> float:
