@@ -136,3 +136,15 @@ def test_best_checkpoint_breaks_accuracy_ties_by_lower_loss(tmp_path):
         saver.on_epoch_end(trainer, {"epoch": epoch, "step": epoch, "val_acc": acc, "val_loss": loss,
                                      "train_acc": 1.0, "train_loss": 0.0})
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 2
+
+
+def test_prepare_leaves_the_callers_data_bundle_alone():
+    from trainlab.data import load_data
+    from trainlab.run import prepare
+
+    cfg = tiny_cfg()
+    data = load_data(cfg)
+    before = {n: getattr(data, n) for n in ("train_x", "train_y", "val_x", "test_x")}
+    p = prepare(cfg, say=quiet, data=data)
+    assert p.data is not data
+    assert all(getattr(data, n) is t for n, t in before.items())

@@ -9,6 +9,7 @@ too, passing their own model, callbacks or per-layer learning rates.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import platform
 import sys
@@ -162,19 +163,18 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     data = data if data is not None else load_data(cfg)
+    if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
+        raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
+                        f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     cfg = full_batch_overrides(cfg, len(data.train_y), say)
-    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
-        value = getattr(data, name)
-        if value is not None:
-            setattr(data, name, value.to(device))
+    # A new bundle on the device: the caller's (often a cache shared by many runs) stays as it was.
+    names = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    data = dataclasses.replace(data, **{n: getattr(data, n).to(device) for n in names if getattr(data, n) is not None})
     if model is None:
         model = build_classifier(cfg, data.input_shape, data.num_classes, x_train=data.train_x)
     model = model.to(device)
     channels_last = cfg["train"]["channels_last"] == "on" or (
         cfg["train"]["channels_last"] == "auto" and device.type == "cuda" and data.train_x.ndim == 4)
-    if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
-        raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
-                        f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     augment = build_augment(cfg["augment"], data.num_classes, data.train_x)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -81,12 +81,12 @@ def check_initial_loss(cfg: dict, data, say) -> list[dict]:
 
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
-    x, y = data.train_x[:INITIAL_LOSS_SAMPLES], data.train_y[:INITIAL_LOSS_SAMPLES]
-    batch, chance = cfg["train"]["batch_size"], math.log(data.num_classes)
+    x, y = p.data.train_x[:INITIAL_LOSS_SAMPLES], p.data.train_y[:INITIAL_LOSS_SAMPLES]
+    batch, chance = cfg["train"]["batch_size"], math.log(p.data.num_classes)
     loss = mean_loss(p.model, make_loss(off), None, x, y, batch)
     excess = loss - chance
     first = check("initial_loss", abs(excess) <= INITIAL_LOSS_TOLERANCE, loss,
-                  f"ln({data.num_classes}) = {chance:.3f} ± {INITIAL_LOSS_TOLERANCE}",
+                  f"ln({p.data.num_classes}) = {chance:.3f} ± {INITIAL_LOSS_TOLERANCE}",
                   f"The loss at initialisation is {loss:.3f}, {excess:+.3f} from ln C: "
                   + ("the untrained network is confidently wrong. The last layer's initial weights are too large "
                      "(model.head_scale, model.init): at initialisation the logits should be small, so the softmax "
@@ -131,12 +131,12 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
     gen = torch.Generator().manual_seed(cfg["seed"])
-    pick = torch.randperm(len(data.train_y), generator=gen)[:OVERFIT_BATCHES * OVERFIT_BATCH_SIZE].to(data.train_y.device)
-    xs, ys = data.train_x[pick], data.train_y[pick]
+    pick = torch.randperm(len(p.data.train_y), generator=gen)[:OVERFIT_BATCHES * OVERFIT_BATCH_SIZE].to(p.data.train_y.device)
+    xs, ys = p.data.train_x[pick], p.data.train_y[pick]
     full_batch = is_full_batch(off)
     loader = TensorLoader(xs, ys, len(xs) if full_batch else OVERFIT_BATCH_SIZE, seed=cfg["seed"])
     trainer = Trainer(p.model, build_optimizer(p.model, off), None, loader, make_loss(off),
-                      lambda m: {f"sample_{k}": v for k, v in evaluate(m, xs, ys, data.num_classes).items()
+                      lambda m: {f"sample_{k}": v for k, v in evaluate(m, xs, ys, p.data.num_classes).items()
                                  if k in ("loss", "acc")},
                       epochs=math.ceil(OVERFIT_STEPS / len(loader)), clip_grad=off["train"]["clip_grad"],
                       max_steps=OVERFIT_STEPS, device=p.device, closure_step=full_batch,
@@ -167,7 +167,7 @@ def check_gradients(cfg: dict, data, say) -> dict:
     from trainlab.run import make_loss, make_penalty, prepare
 
     p = prepare(cfg, say, data=data)
-    x, y = data.train_x[:GRADCHECK_SAMPLES], data.train_y[:GRADCHECK_SAMPLES]
+    x, y = p.data.train_x[:GRADCHECK_SAMPLES], p.data.train_y[:GRADCHECK_SAMPLES]
     data_loss = make_loss(cfg)
 
     def loss_fn(out, module):

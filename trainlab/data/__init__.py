@@ -10,7 +10,6 @@ else ``~/.cache/trainlab``. Files already there are used as they are; nothing is
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass
@@ -102,16 +101,15 @@ def load_data_cached(cfg: dict, cache: dict, max_entries: int | None = None) -> 
     """:func:`load_data`, once per distinct (``data`` section, seed) held in ``cache``.
 
     Runs that share those keys split the data identically, so searches and lab experiments load
-    it once. Each caller gets a shallow copy: ``run.prepare`` re-binds the bundle's tensors (to
-    move them to the device), which must not change what the next run receives. ``max_entries``
-    bounds the memory held (oldest entries go first).
+    it once; the bundle is shared, so callers must not modify it (``run.prepare`` makes its own
+    on the device). ``max_entries`` bounds the memory held (oldest entries go first).
     """
     key = json.dumps({"seed": cfg["seed"], "data": cfg["data"]}, sort_keys=True)
     if key not in cache:
         while max_entries is not None and cache and len(cache) >= max_entries:
             cache.pop(next(iter(cache)))
         cache[key] = load_data(cfg)
-    return copy.copy(cache[key])
+    return cache[key]
 
 
 def load_data(cfg: dict) -> DataBundle:
