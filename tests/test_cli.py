@@ -131,3 +131,12 @@ def test_overrides_may_follow_options(tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path / "r2"), "--no-such-flag"])
+
+
+def test_default_run_directories_name_their_command():
+    from trainlab.config import load_config
+    from trainlab.run import default_out_dir
+
+    cfg = load_config()
+    assert default_out_dir(cfg).name.startswith("digits-mlp-")
+    assert default_out_dir(cfg, "finetune").name.startswith("finetune-digits-mlp-")

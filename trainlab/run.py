@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import json
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,9 +325,8 @@ def write_summary(out: Path, summary: dict) -> None:
 
 
 def default_out_dir(cfg: dict, command: str = "train") -> Path:
+    """runs/<data>-<model>-<time> for training; other commands prefix their name
+    (runs/finetune-..., runs/check-...) so their directories are told apart."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg['data']['name']}-{cfg['model']['name']}-{stamp}"
-
-
-def stderr_say(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    prefix = "" if command == "train" else f"{command}-"
+    return Path("runs") / f"{prefix}{cfg['data']['name']}-{cfg['model']['name']}-{stamp}"

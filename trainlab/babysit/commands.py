@@ -26,8 +26,7 @@ def out_dir(args, cfg: dict, command: str) -> Path:
 
     if args.out:
         return Path(args.out)
-    default = default_out_dir(cfg, command)
-    return default.with_name(f"{default.name}-{command}")
+    return default_out_dir(cfg, command)
 
 
 def cmd_check(args) -> int:
