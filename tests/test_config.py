@@ -1,4 +1,6 @@
 """Configuration: defaults, YAML + overrides, and the errors users see for bad input."""
+from pathlib import Path
+
 import pytest
 
 from trainlab.config import SCHEMA, defaults, keys_table, load_config, parse_overrides
@@ -81,3 +83,34 @@ def test_yaml_booleans_map_back_to_on_off_choices(override, key, expected, tmp_p
     section, leaf = name.split(".")
     f.write_text(f"{section}:\n  {leaf}: {value}\n")  # unquoted in YAML, too
     assert load_config(f)[key[0]][key[1]] == expected
+
+
+def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
+    """config.yaml is 'fully resolved' (SPEC §8): a relative data.root is written as the folder it
+    meant from where the run started, so the file loads from any other directory."""
+    from trainlab.config import dump_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=data", "data.path=~/sets/x.npz"])
+    dump_config(cfg, tmp_path / "config.yaml")
+    monkeypatch.chdir("/")
+    again = load_config(tmp_path / "config.yaml")
+    assert again["data"]["root"] == str((tmp_path / "data").resolve())
+    assert again["data"]["path"] == str(Path("~/sets/x.npz").expanduser())
+    assert cfg["data"]["root"] == "data"  # the caller's config is left as it was
+    defaults_only = load_config(None, [])
+    dump_config(defaults_only, tmp_path / "d.yaml")
+    assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset ($TRAINLAB_DATA applies)
+
+
+def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
+    """`trainlab evaluate CHECKPOINT` rebuilds the data from the checkpoint's config: its paths are absolute."""
+    from types import SimpleNamespace
+
+    from trainlab.run import checkpoint_meta
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=data"])
+    data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8))
+    model = SimpleNamespace(preprocess=SimpleNamespace(output_shape=lambda shape: shape))
+    assert checkpoint_meta(cfg, data, model)["config"]["data"]["root"] == str((tmp_path / "data").resolve())

@@ -66,3 +66,34 @@ def test_trial_lengths_reach_100_updates_on_small_data():
     assert trial_lengths(budget, updates_per_epoch=21, final_epochs=30) == (5, 10)  # digits
     assert trial_lengths(budget, updates_per_epoch=422, final_epochs=30) == (2, 6)  # Fashion-MNIST
     assert trial_lengths(budget, updates_per_epoch=5, final_epochs=3) == (3, 3)  # never past the final run
+
+
+def test_tune_again_reuses_the_range_test_of_the_same_config(tmp_path, monkeypatch):
+    """Step 3's result is reused when the same config is tuned again, also when its data.root is
+    relative (lr_find/config.yaml names it absolutely), and redone when the config changed."""
+    import time
+
+    import trainlab.babysit.commands as commands
+    from trainlab.search.tune import Recipe, step_lr_find
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, TINY + ["data.root=data"])
+    recipe = Recipe(tmp_path / "tune", "small", [], time.perf_counter())
+    (recipe.out / "lr_find").mkdir(parents=True)
+    calls = []
+
+    def fake_lr_find(cfg, out, say):
+        from trainlab.config import dump_config
+
+        calls.append(cfg["optim"]["lr"])
+        dump_config(cfg, out / "config.yaml")
+        found = {"suggested_lr": 1e-3, "min_loss_lr": 1e-2, "verdict": "fine", "rule": "min / 10"}
+        (out / "lr_find.json").write_text(json.dumps(found))
+        return found
+
+    monkeypatch.setattr(commands, "lr_find", fake_lr_find)
+    step_lr_find(cfg, recipe, quiet)
+    step_lr_find(cfg, recipe, quiet)
+    assert calls == [cfg["optim"]["lr"]]  # the second run read lr_find.json
+    step_lr_find(load_config(None, TINY + ["data.root=data", "optim.lr=0.5"]), recipe, quiet)
+    assert calls == [cfg["optim"]["lr"], 0.5]

@@ -353,8 +353,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     return validate(flat)
 
 
+# Keys that name files or folders. A written config names them absolutely, so that
+# `trainlab train -c RUN/config.yaml` (or a search's best.yaml) finds the data from any directory.
+PATH_KEYS = ("data.root", "data.path")
+
+
+def resolve_paths(cfg: dict) -> dict:
+    """A copy of ``cfg`` whose set PATH_KEYS are absolute (``~`` expanded, relative paths taken
+    from the current directory, which is where the run reads them)."""
+    cfg = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        if cfg.get(section, {}).get(name):
+            cfg[section][name] = str(Path(cfg[section][name]).expanduser().resolve())
+    return cfg
+
+
 def dump_config(cfg: dict, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    """Write ``cfg`` as YAML with its paths resolved (SPEC §8: config.yaml is fully resolved)."""
+    Path(path).write_text(yaml.safe_dump(resolve_paths(cfg), sort_keys=False))
 
 
 def keys_table() -> str:
@@ -370,4 +387,4 @@ def as_flat(cfg: dict) -> dict:
     return {k: _get(cfg, k) for k in SCHEMA}
 
 
-__all__ = ["SCHEMA", "Key", "load_config", "validate", "defaults", "dump_config", "flatten", "keys_table", "as_flat", "parse_overrides", "read_yaml"]
+__all__ = ["SCHEMA", "Key", "load_config", "validate", "defaults", "dump_config", "resolve_paths", "PATH_KEYS", "flatten", "keys_table", "as_flat", "parse_overrides", "read_yaml"]

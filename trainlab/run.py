@@ -23,7 +23,7 @@ import torch.nn as nn
 from trainlab import __version__
 from trainlab.callbacks import EMA, Checkpointer, DivergenceGuard, EarlyStopping, MetricsLogger, ProgressBar
 from trainlab.checkpoint import load_checkpoint
-from trainlab.config import dump_config
+from trainlab.config import dump_config, resolve_paths
 from trainlab.errors import UserError
 from trainlab.io import read_jsonl, write_json
 from trainlab.train import Callback, Trainer
@@ -71,7 +71,9 @@ def build_classifier(cfg: dict, input_shape: tuple, num_classes: int, x_train: t
 
 
 def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
-    return {"config": cfg, "classes": list(data.classes), "num_classes": data.num_classes,
+    """What every checkpoint carries besides the weights: the run's config (paths resolved, so
+    `trainlab evaluate CHECKPOINT` finds the data from any directory) and the data's shape."""
+    return {"config": resolve_paths(cfg), "classes": list(data.classes), "num_classes": data.num_classes,
             "input_shape": list(data.input_shape),
             "net_input_shape": list(model.preprocess.output_shape(tuple(data.input_shape))),
             "trainlab_version": __version__}

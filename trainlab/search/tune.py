@@ -28,7 +28,7 @@ from typing import Callable
 
 import yaml
 
-from trainlab.config import dump_config, flatten, validate
+from trainlab.config import dump_config, flatten, resolve_paths, validate
 from trainlab.errors import UserError
 from trainlab.io import write_json
 from trainlab.search.space import Param, Space, check_space, load_space, space_to_dict
@@ -150,7 +150,7 @@ def step_lr_find(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> dict:
 
     folder = recipe.out / "lr_find"
     saved = folder / "lr_find.json"
-    if saved.exists() and (folder / "config.yaml").exists() and yaml.safe_load((folder / "config.yaml").read_text()) == cfg:
+    if saved.exists() and (folder / "config.yaml").exists() and yaml.safe_load((folder / "config.yaml").read_text()) == resolve_paths(cfg):
         found = json.loads(saved.read_text())
     else:
         found = lr_find(cfg, folder, say=lambda msg: None)
