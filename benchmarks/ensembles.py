@@ -18,12 +18,10 @@ slower than one thread each.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from trainlab.config import load_config
+from reuse import quiet, train
 from trainlab.ensemble import run_ensemble, snapshot_paths
-from trainlab.run import train_run
 
 COMMON = [
     "data.name=fashion-mnist", "data.subset=10000", "model.name=convnet", "model.width=16", "model.norm=batch",
@@ -40,19 +38,6 @@ SNAPSHOT = ["data.subset=2000", "train.batch_size=64", "schedule.name=sgdr", f"s
             f"train.epochs={4 * CYCLE_EPOCHS}", "train.snapshots=4"]
 # Polyak averaging where it should help: a constant rate, whose iterates keep bouncing around the minimum
 CONSTANT = ["schedule.name=constant", "train.epochs=3"]
-
-
-def quiet(msg: str) -> None:
-    pass
-
-
-def train(out: Path, overrides: list[str]) -> dict:
-    """train_run into ``out`` unless a finished run is already there."""
-    if not (out / "summary.json").exists():
-        print(f"training {out.name} ...", flush=True)
-        # an interrupted run continues from its last.pt
-        train_run(load_config(None, overrides), out, resume=(out / "checkpoints" / "last.pt").exists(), say=quiet)
-    return json.loads((out / "summary.json").read_text())
 
 
 def snapshot_accuracies(paths: list[Path], overrides: list[str]) -> tuple[list[float], dict[int, float]]:

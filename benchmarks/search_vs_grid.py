@@ -37,7 +37,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from reuse import finished, quiet  # noqa: E402
 from trainlab.config import load_config  # noqa: E402
+from trainlab.io import read_jsonl  # noqa: E402
 from trainlab.report import save_figure  # noqa: E402
 from trainlab.search.space import parse_space  # noqa: E402
 from trainlab.run import train_run  # noqa: E402
@@ -85,11 +87,10 @@ def retrain(base: dict, overrides: dict, epochs: int, out: Path) -> dict:
     """The grid's best configuration trained for ``epochs``, scored as a trial is (validation
     accuracy after the last epoch), with the test accuracy of its best epoch."""
     cfg = trial_config(base, overrides, epochs)
-    if not (out / "summary.json").exists():
-        train_run(cfg, out, data=cached_data(cfg), say=lambda msg: None, report=False)
-    summary = json.loads((out / "summary.json").read_text())
-    epochs_logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"val_acc"' in line]
-    return {"epochs": epochs, "val_acc": epochs_logged[-1]["val_acc"], "test_acc": summary["test_acc"]}
+    if finished(out) is None:
+        train_run(cfg, out, data=cached_data(cfg), say=quiet, report=False)
+    last = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("kind") == "epoch" and "val_acc" in r][-1]
+    return {"epochs": epochs, "val_acc": last["val_acc"], "test_acc": finished(out)["test_acc"]}
 
 
 def plot(per_seed: dict, path: Path, setup: str) -> Path:

@@ -38,11 +38,12 @@ from pathlib import Path
 
 import torch
 
+from reuse import finished, quiet, train
 from trainlab.checkpoint import load_checkpoint
 from trainlab.config import load_config
 from trainlab.data import DATASETS, RawData, data_root, load_data, per_class_subset, select_classes
 from trainlab.evaluate import evaluate
-from trainlab.run import load_classifier, train_run
+from trainlab.run import load_classifier
 from trainlab.transfer import decide_strategy, finetune
 
 NET = ["model.name=convnet", "model.width=32", "model.norm=batch", "optim.name=adam", "optim.lr=0.003",
@@ -67,23 +68,6 @@ PILOT_SEEDS = {10: (11, 12), 100: (11, 12), 1000: (11,)}
 HELD_OUT = 2500  # labelled training images of classes 5-9 a pilot run scores on
 
 
-def quiet(msg: str) -> None:
-    pass
-
-
-def finished(out: Path) -> dict | None:
-    path = out / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def scratch(out: Path, overrides: list[str]) -> dict:
-    if finished(out) is None:
-        print(f"training {out.name} ...", flush=True)
-        # an interrupted run continues from its last.pt
-        train_run(load_config(None, overrides), out, resume=(out / "checkpoints" / "last.pt").exists(), say=quiet)
-    return finished(out)
-
-
 def transfer(source: Path, out: Path, overrides: list[str]) -> dict:
     if finished(out) is None:
         print(f"fine-tuning {out.name} ...", flush=True)
@@ -100,7 +84,7 @@ def target(root: list[str], per_class: int, seed: int) -> list[str]:
 def train_column(column: str, sources: dict[str, Path], run: Path, overrides: list[str], lr: float) -> dict:
     """One cell's run: ``scratch``, or ``<source kind>:<strategy>`` fine-tuned from that backbone."""
     if column == "scratch":
-        return scratch(run, overrides + [f"optim.lr={lr}"])
+        return train(run, overrides + [f"optim.lr={lr}"])
     kind, strategy = column.split(":")
     return transfer(sources[kind], run, overrides + [f"transfer.strategy={strategy}", f"optim.lr={lr}"])
 
@@ -196,7 +180,7 @@ def main() -> None:
     out, root = Path(args.out), [f"data.root={args.data_root}"]
 
     sources = {kind: out / f"source-{kind}" for kind in SOURCES}
-    source_acc = {kind: scratch(path, NET + root + SOURCES[kind] + ["seed=1"])["test_acc"]
+    source_acc = {kind: train(path, NET + root + SOURCES[kind] + ["seed=1"])["test_acc"]
                   for kind, path in sources.items()}
     columns = ["scratch"] + [f"{kind}:{s}" for kind in SOURCES for s in STRATEGIES]
     lr, scores = pilot(out, root, columns, sources)
