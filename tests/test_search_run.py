@@ -89,3 +89,37 @@ def test_grid_visits_every_point_and_a_hopeless_trial_is_pruned(tmp_path):
     assert table[-1]["epochs_trained"] == "1" and summary["counts"]["pruned"] == 1
     stopped = json.loads((out / "trials" / "3" / "summary.json").read_text())
     assert stopped["epochs"] == 1 and stopped["stop_reason"].startswith("pruned after epoch 1")
+
+
+def test_the_docs_space_with_choices_runs_coarse_to_fine_and_resumes(tmp_path):
+    """docs/search.md's own space.yaml (a choice of optimisers and of augmentations): the refine
+    round narrows the choices to the best coarse trials' values. Optuna fixes a parameter's
+    distribution per study, so a narrowed choice must not reuse the coarse name (it once crashed
+    with 'CategoricalDistribution does not support dynamic value space')."""
+    import re
+    from pathlib import Path
+
+    from trainlab.search.space import load_space
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "search.md").read_text()
+    block = re.search(r"```yaml\n# space.yaml[^\n]*\n(.*?)```", doc, re.S).group(1)
+    shipped = (root / "examples" / "space.yaml").read_text().split("\n", 1)[1]
+    assert shipped == block, "examples/space.yaml must be the space docs/search.md shows"
+    space = load_space(root / "examples" / "space.yaml")
+    assert space["optim.name"].kind == "choice" and space["augment.names"].kind == "choice"
+
+    base = load_config(None, TINY + ["data.subset=200"])
+    opts = SearchOptions(trials=4, epochs=1, refine_trials=2, refine_epochs=1, pruner="none", max_widen=0, top_k=2)
+    out = tmp_path / "search"
+    summary = run_search(base, space, out, opts, say=quiet)
+    table = rows(out)
+    assert {r["stage"] for r in table} == {"coarse", "refine"}
+    assert all(r["state"] == "COMPLETE" for r in table)
+    coarse_names = {r["optim.name"] for r in table if r["stage"] == "coarse"}
+    assert {r["optim.name"] for r in table if r["stage"] == "refine"} <= coarse_names
+    assert load_config(out / "best.yaml")["optim"]["name"] == summary["best"]["overrides"]["optim.name"]
+    # re-running resumes the finished study without a crash and without new trials
+    before = trial_dirs(out)
+    run_search(base, space, out, opts, say=quiet)
+    assert trial_dirs(out) == before

@@ -45,6 +45,16 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
+    # A choice narrowed by the refine stage keeps fewer values. Optuna fixes a parameter's
+    # distribution per study, so the narrowed choice is asked for under its own name: the
+    # values it keeps (``optim.name{adam|sgd}``), and the same narrowing always gets the same name.
+    narrowed: bool = False
+
+    @property
+    def optuna_name(self) -> str:
+        if not self.narrowed:
+            return self.key
+        return self.key + "{" + "|".join(map(str, (encode_choice(c) for c in self.choices))) + "}"
 
     @property
     def log(self) -> bool:
@@ -147,11 +157,18 @@ def space_to_dict(space: Space) -> dict:
 
 def space_state(space: Space) -> dict:
     """A space as JSON, exactly (``space_to_dict`` rounds numbers for reading)."""
-    return {key: {"kind": p.kind, "low": p.low, "high": p.high, "choices": list(p.choices)} for key, p in space.items()}
+    return {key: {"kind": p.kind, "low": p.low, "high": p.high, "choices": list(p.choices), "narrowed": p.narrowed}
+            for key, p in space.items()}
 
 
 def space_from_state(state: dict) -> Space:
-    return {key: Param(key, d["kind"], d["low"], d["high"], tuple(d["choices"])) for key, d in state.items()}
+    return {key: Param(key, d["kind"], d["low"], d["high"], tuple(d["choices"]), d.get("narrowed", False))
+            for key, d in state.items()}
+
+
+def config_key(optuna_name: str) -> str:
+    """The config key an Optuna parameter name stands for (see :attr:`Param.optuna_name`)."""
+    return optuna_name.split("{", 1)[0]
 
 
 def encode_choice(value) -> str | int | float | bool | None:
@@ -168,7 +185,7 @@ def suggest(trial, space: Space) -> dict:
     for key, p in space.items():
         if p.kind == "choice":
             encoded = [encode_choice(c) for c in p.choices]
-            values[key] = p.choices[encoded.index(trial.suggest_categorical(key, encoded))]
+            values[key] = p.choices[encoded.index(trial.suggest_categorical(p.optuna_name, encoded))]
         elif p.kind == "int":
             values[key] = trial.suggest_int(key, int(p.low), int(p.high))
         else:
@@ -204,7 +221,8 @@ def narrow(p: Param, values: list, pad: float = 0.25, min_width: float = 0.05) -
     outside the old range. Log params are narrowed in decades. A choice keeps the values seen."""
     if p.kind == "choice":
         seen = set(map(encode_choice, values))
-        return replace(p, choices=tuple(c for c in p.choices if encode_choice(c) in seen) or p.choices)
+        kept = tuple(c for c in p.choices if encode_choice(c) in seen) or p.choices
+        return p if kept == p.choices else replace(p, choices=kept, narrowed=True)
     axis = [_to_axis(p, v) for v in values]
     old_lo, old_hi = _to_axis(p, p.low), _to_axis(p, p.high)
     margin = max(pad * (max(axis) - min(axis)), min_width * (old_hi - old_lo))

@@ -164,9 +164,9 @@ def search_worker(job: SearchJob, say: Callable[[str], None] = print) -> list[di
         seeds: dict[int, dict] = {}
         best = top_trials(previous, o.top_k)
         if best:  # refine: zoom in around the best of the stage before, and retrain those
-            space = narrow_space(space, [t.params for t in best])
+            space = narrow_space(space, [t.user_attrs["overrides"] for t in best])
             if o.sampler != "grid":
-                seeds = {i: t.params for i, t in enumerate(best[: stage.trials // 2])}
+                seeds = {i: t.user_attrs["overrides"] for i, t in enumerate(best[: stage.trials // 2])}
         previous, space = run_stage(storage, study, job, stage, space, seeds, rounds, say)
     return rounds
 
@@ -199,7 +199,7 @@ def run_stage(storage, study: optuna.Study, job: SearchJob, stage: Stage, space:
         best = top_trials(stage_trials, 1)
         if not best or repeat == repeats:
             break
-        space, widened = widen_at_edges(space, best[0].params)
+        space, widened = widen_at_edges(space, best[0].user_attrs["overrides"])
         if not widened:
             break
         record["widened"] = widened

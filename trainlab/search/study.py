@@ -32,7 +32,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.errors import UserError
-from trainlab.search.space import encode_choice
+from trainlab.search.space import config_key, encode_choice
 
 FINISHED_OK = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -159,8 +159,9 @@ class SlotSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         point = self.points.get(trial.user_attrs.get("slot"))
-        if point is not None and param_name in point:
-            value = point[param_name]
+        key = config_key(param_name)
+        if point is not None and key in point:
+            value = point[key]
             return encode_choice(value) if isinstance(param_distribution, CategoricalDistribution) else value
         return self.fallback.sample_independent(study, trial, param_name, param_distribution)
 
