@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 
 from reuse import quiet, train
+
 from trainlab.ensemble import run_ensemble, snapshot_paths
 
 COMMON = [
@@ -44,9 +45,9 @@ def snapshot_accuracies(paths: list[Path], overrides: list[str]) -> tuple[list[f
     """Test accuracy of each snapshot, and of the mean of the last m snapshots for m = 2..K
     (each snapshot's probabilities computed once)."""
     from trainlab.checkpoint import load_checkpoint
+    from trainlab.classifier import load_classifier
     from trainlab.ensemble import load_test_split, mean_probs
     from trainlab.evaluate import metrics_from_probs, predict_probs
-    from trainlab.run import load_classifier
 
     ckpts = [load_checkpoint(p) for p in paths]
     cfg, device, data = load_test_split(ckpts[0], overrides)

@@ -18,8 +18,9 @@ import time
 
 import torch
 
+from trainlab.classifier import build_classifier, make_loss
 from trainlab.config import load_config
-from trainlab.run import build_classifier, make_loss, train_run
+from trainlab.run import train_run
 
 
 def plain_loop(cfg, x, y, steps: int) -> float:

@@ -36,13 +36,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
 from reuse import finished, quiet  # noqa: E402
+
 from trainlab.config import load_config  # noqa: E402
 from trainlab.io import read_jsonl  # noqa: E402
 from trainlab.report import save_figure  # noqa: E402
-from trainlab.search.space import parse_space  # noqa: E402
 from trainlab.run import train_run  # noqa: E402
+from trainlab.search.space import parse_space  # noqa: E402
 from trainlab.search.stages import SearchOptions, run_search  # noqa: E402
 from trainlab.search.trials import cached_data, trial_config  # noqa: E402
 

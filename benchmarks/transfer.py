@@ -37,13 +37,20 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from reuse import finished, quiet, train
+
 from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
 from trainlab.config import load_config
-from trainlab.data import DATASETS, RawData, data_root, load_data, per_class_subset, select_classes
+from trainlab.data import (
+    DATASETS,
+    RawData,
+    data_root,
+    load_data,
+    per_class_subset,
+    select_classes,
+)
 from trainlab.evaluate import evaluate
-from trainlab.run import load_classifier
 from trainlab.transfer import decide_strategy, finetune
 
 NET = ["model.name=convnet", "model.width=32", "model.norm=batch", "optim.name=adam", "optim.lr=0.003",

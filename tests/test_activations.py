@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.activations import ACTIVATIONS, Maxout, MaxoutConv2d, is_maxout, make_activation
+from trainlab.activations import (
+    ACTIVATIONS,
+    Maxout,
+    MaxoutConv2d,
+    is_maxout,
+    make_activation,
+)
 from trainlab.config import defaults
 
 

@@ -2,7 +2,6 @@
 identity settings, and each technique's formula."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -13,7 +13,6 @@ from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.data import load_data
 
-
 # --- trainlab check --------------------------------------------------------------------------------
 
 def test_check_passes_on_the_default_config(tmp_path, capsys):

@@ -8,10 +8,11 @@ import torch
 
 from trainlab.babysit import diagnosis
 from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.evaluate import evaluate
-from trainlab.run import load_classifier, train_run
+from trainlab.run import train_run
 
 QUICK = ["train.progress=false", "monitor.plots=false", "monitor.every=10"]
 

@@ -107,7 +107,7 @@ def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
     """`trainlab evaluate CHECKPOINT` rebuilds the data from the checkpoint's config: its paths are absolute."""
     from types import SimpleNamespace
 
-    from trainlab.run import checkpoint_meta
+    from trainlab.classifier import checkpoint_meta
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, ["data.root=data"])

@@ -8,12 +8,19 @@ import pytest
 import torch
 
 from trainlab.checkpoint import load_checkpoint, save_checkpoint
+from trainlab.classifier import build_classifier
 from trainlab.cli import main
 from trainlab.config import load_config
-from trainlab.ensemble import SnapshotSaver, ensemble_metrics, mean_probs, snapshot_steps, vote_probs
+from trainlab.ensemble import (
+    SnapshotSaver,
+    ensemble_metrics,
+    mean_probs,
+    snapshot_steps,
+    vote_probs,
+)
 from trainlab.errors import UserError
 from trainlab.evaluate import predict_probs
-from trainlab.run import build_classifier, train_run
+from trainlab.run import train_run
 from trainlab.schedules import cycle_end_steps
 
 TINY = ["train.progress=false", "monitor.every=0", "model.width=16", "train.batch_size=128", "optim.lr=0.01"]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from trainlab.config import defaults
-from trainlab.init import INITS, fan_in, init_model
+from trainlab.init import INITS, fan_in
 from trainlab.models import build_model
 
 

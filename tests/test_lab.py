@@ -12,7 +12,15 @@ import torch
 import trainlab.report
 from trainlab.cli import main
 from trainlab.lab import EXPERIMENTS
-from trainlab.lab.common import AGREES, DISAGREES, PARTLY, graded, median, ratio, steps_to_target
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    graded,
+    median,
+    ratio,
+    steps_to_target,
+)
 from trainlab.lab.optimizers import SURFACES, run_path, steps_within
 
 EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "lbfgs", "optimizers", "preprocessing",

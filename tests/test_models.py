@@ -8,8 +8,19 @@ from torch import nn
 
 from trainlab.activations import Maxout, MaxoutConv2d
 from trainlab.errors import UserError
-from trainlab.models import MODELS, BasicBlock, build_model, fit_convnet_depth, model_config
-from trainlab.regularization import DropConnectLinear, Dropout, FractionalMaxPool, StochasticDepth
+from trainlab.models import (
+    MODELS,
+    BasicBlock,
+    build_model,
+    fit_convnet_depth,
+    model_config,
+)
+from trainlab.regularization import (
+    DropConnectLinear,
+    Dropout,
+    FractionalMaxPool,
+    StochasticDepth,
+)
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 SMALL = {"mlp": {"width": 32}, "convnet": {"width": 8}, "resnet": {"width": 8, "depth": 8}}

@@ -6,8 +6,16 @@ import torch
 from torch import nn
 
 from trainlab.models import build_model
-from trainlab.regularization import (PENALTIES, DropConnectLinear, Dropout, FractionalMaxPool, StochasticDepth,
-                                     penalty_weights, smoothed_cross_entropy, weight_penalty)
+from trainlab.regularization import (
+    PENALTIES,
+    DropConnectLinear,
+    Dropout,
+    FractionalMaxPool,
+    StochasticDepth,
+    penalty_weights,
+    smoothed_cross_entropy,
+    weight_penalty,
+)
 
 
 def weights():

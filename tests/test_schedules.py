@@ -8,7 +8,12 @@ from torch import nn
 
 from trainlab.config import defaults
 from trainlab.optim import build_optimizer
-from trainlab.schedules import SCHEDULES, build_scheduler, cycle_end_steps, schedule_curve
+from trainlab.schedules import (
+    SCHEDULES,
+    build_scheduler,
+    cycle_end_steps,
+    schedule_curve,
+)
 
 LR = 0.1
 

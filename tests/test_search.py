@@ -10,10 +10,29 @@ from optuna.trial import TrialState, create_trial
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.errors import UserError
-from trainlab.search.space import (Param, check_space, grid_points, narrow, narrow_space, parse_space, position,
-                                   space_from_state, space_state, suggest, widen_at_edges)
-from trainlab.search.study import (RoundPruner, SlotSampler, TrialSeededRandomSampler, claim_slot, make_sampler,
-                                   make_storage, redact, with_installed_driver)
+from trainlab.search.space import (
+    Param,
+    check_space,
+    grid_points,
+    narrow,
+    narrow_space,
+    parse_space,
+    position,
+    space_from_state,
+    space_state,
+    suggest,
+    widen_at_edges,
+)
+from trainlab.search.study import (
+    RoundPruner,
+    SlotSampler,
+    TrialSeededRandomSampler,
+    claim_slot,
+    make_sampler,
+    make_storage,
+    redact,
+    with_installed_driver,
+)
 
 
 def space(**entries):

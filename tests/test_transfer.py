@@ -8,13 +8,21 @@ import pytest
 import torch
 
 from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.errors import UserError
 from trainlab.optim import build_optimizer
-from trainlab.run import load_classifier, train_run
-from trainlab.transfer import (FrozenNormClassifier, apply_strategy, choose_strategy, decide_strategy, finetune,
-                               layer_lr_multipliers, similar_data)
+from trainlab.run import train_run
+from trainlab.transfer import (
+    FrozenNormClassifier,
+    apply_strategy,
+    choose_strategy,
+    decide_strategy,
+    finetune,
+    layer_lr_multipliers,
+    similar_data,
+)
 
 NET = ["model.name=convnet", "model.width=4", "model.norm=batch"]
 TINY = ["train.progress=false", "monitor.every=0", "train.batch_size=64", "optim.lr=0.01", "train.epochs=1"]

@@ -19,20 +19,20 @@ Augmentations see raw images in [0, 1] (preprocessing lives in the model and run
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainlab.config import SCHEMA
 from trainlab.errors import UserError
 from trainlab.preprocessing import eigen_descending, mean_and_covariance
 from trainlab.registry import Registry
+from trainlab.schema import SCHEMA
 
-AUGMENTATIONS: Registry[Callable[[dict], "Augmentation"]] = Registry("augmentation")
+AUGMENTATIONS: Registry[Callable[[dict], Augmentation]] = Registry("augmentation")
 
 # ITU-R BT.601 luma, the grey level torchvision's and PIL's colour jitter use.
 _LUMA = (0.299, 0.587, 0.114)
@@ -133,10 +133,10 @@ class Augmentation:
     mixes_labels = False
 
     @classmethod
-    def from_config(cls, cfg_augment: dict) -> "Augmentation":
+    def from_config(cls, cfg_augment: dict) -> Augmentation:
         return cls()
 
-    def fit(self, x_train: Tensor) -> "Augmentation":
+    def fit(self, x_train: Tensor) -> Augmentation:
         return self
 
     def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -301,7 +301,7 @@ class Lighting(Augmentation):
     def from_config(cls, cfg_augment):
         return cls(float(_option(cfg_augment, "lighting_std")))
 
-    def fit(self, x_train: Tensor) -> "Lighting":
+    def fit(self, x_train: Tensor) -> Lighting:
         require_images(x_train, self.name)
         channels = x_train.shape[1]
         _, cov = mean_and_covariance(x_train, lambda chunk: chunk.movedim(1, -1).reshape(-1, channels))
@@ -475,7 +475,7 @@ class AugmentPipeline:
             if a.mixes_labels:
                 a.num_classes = num_classes
 
-    def fit(self, x_train: Tensor) -> "AugmentPipeline":
+    def fit(self, x_train: Tensor) -> AugmentPipeline:
         for a in self.augmentations:
             if a.needs_fit:
                 a.fit(x_train)

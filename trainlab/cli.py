@@ -61,12 +61,13 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from trainlab.checkpoint import load_checkpoint
-    from trainlab.config import validate, flatten, parse_overrides
+    from trainlab.classifier import load_classifier
+    from trainlab.config import flatten, parse_overrides, validate
     from trainlab.data import load_data
+    from trainlab.device import resolve_device
     from trainlab.evaluate import evaluate
     from trainlab.io import write_json
     from trainlab.report import plot_confusion
-    from trainlab.run import load_classifier, resolve_device
 
     src = Path(args.run)
     path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src

@@ -13,174 +13,19 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainlab.components import REGISTRIES
 from trainlab.errors import UserError
 from trainlab.registry import close_matches
-
-
-@dataclass(frozen=True)
-class Key:
-    """One config key: default, type, and what values it accepts.
-
-    kind: "int" | "float" | "bool" | "str" | "floats" (list of numbers) | "strs" (list of names)
-    low/high: inclusive bounds unless low_open/high_open; choices: a tuple, or the name of a
-    registry (resolved lazily, see :func:`_registry_names`).
-    """
-
-    default: Any
-    kind: str
-    help: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple | str | None = None
-    nullable: bool = False
-
-
-def _k(default, kind, help, **kw) -> Key:
-    return Key(default, kind, help, **kw)
-
-
-POS = dict(low=0.0, low_open=True)  # strictly positive
-NONNEG = dict(low=0.0)
-FRACTION = dict(low=0.0, high=1.0, high_open=True)
-
-SCHEMA: dict[str, Key] = {
-    # --- run -----------------------------------------------------------------------------
-    "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", **NONNEG),
-    "device": _k("auto", "str", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
-    # --- data (SPEC §1) ------------------------------------------------------------------
-    "data.name": _k("digits", "str", "data set", choices="datasets"),
-    "data.root": _k(None, "str", "folder with one sub-folder per data set (default: $TRAINLAB_DATA, else ~/.cache/trainlab)", nullable=True),
-    "data.path": _k(None, "str", "for folder/npz: the folder or .npz file (default: <root>/<name>)", nullable=True),
-    "data.download": _k(True, "bool", "download a missing public data set from its official URL"),
-    "data.val_fraction": _k(0.1, "float", "fraction of train carved out (seeded, stratified) for validation", **FRACTION),
-    "data.subset": _k(None, "int", "keep only this many training images (stratified)", low=1, nullable=True),
-    "data.per_class": _k(None, "int", "keep only this many training images per class", low=1, nullable=True),
-    "data.classes": _k(None, "floats", "keep only these class indices (relabelled 0..k-1)", nullable=True),
-    "data.image_size": _k(32, "int", "folder data sets: images are resized to this square size", low=4),
-    # --- preprocessing (fitted on train, saved in the model) -----------------------------
-    "preprocess.name": _k("standardize", "str", "none, mean_image, channel_mean, standardize, pca, pca_whiten, zca", choices="preprocessors"),
-    "preprocess.components": _k(0.99, "float", "pca: an int >= 1 keeps that many components; a fraction keeps that much variance", **POS),
-    "preprocess.epsilon": _k(1e-5, "float", "whitening: added to eigenvalues before the inverse square root", **NONNEG),
-    # --- augmentation (batched, on device, per-sample randomness) ------------------------
-    "augment.names": _k([], "strs", "augmentations applied in order to each training batch", choices="augmentations"),
-    "augment.crop_padding": _k(4, "int", "crop: pixels of zero padding before the random crop", **NONNEG),
-    "augment.cutout_size": _k(8, "int", "cutout: side of the zeroed square", low=1),
-    "augment.scale": _k([0.35, 1.0], "floats", "resized_crop: area fraction range"),
-    "augment.ratio": _k([0.75, 1.3333333], "floats", "resized_crop: aspect-ratio range"),
-    "augment.brightness": _k(0.4, "float", "jitter: brightness factor drawn from [1-b, 1+b]", **NONNEG),
-    "augment.contrast": _k(0.4, "float", "jitter: contrast factor drawn from [1-c, 1+c]", **NONNEG),
-    "augment.saturation": _k(0.4, "float", "jitter: saturation factor drawn from [1-s, 1+s]", **NONNEG),
-    "augment.lighting_std": _k(0.1, "float", "lighting: std of the PCA colour noise (AlexNet)", **NONNEG),
-    "augment.rotate": _k(15.0, "float", "affine: max rotation in degrees", **NONNEG),
-    "augment.shear": _k(10.0, "float", "affine: max shear in degrees", **NONNEG),
-    "augment.translate": _k(0.1, "float", "affine: max shift as a fraction of the image side", **NONNEG),
-    "augment.mix_alpha": _k(1.0, "float", "mixup/cutmix: Beta(alpha, alpha) for the mixing weight", **POS),
-    "augment.tta": _k("none", "str", "test-time augmentation: none, flip, crops (fixed crops and flips averaged)", choices=("none", "flip", "crops")),
-    # --- model (SPEC §2) -----------------------------------------------------------------
-    "model.name": _k("mlp", "str", "architecture", choices="models"),
-    "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, nullable=True),
-    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)", low=1, nullable=True),
-    "model.activation": _k("relu", "str", "activation function", choices="activations"),
-    "model.leaky_slope": _k(0.01, "float", "leaky_relu: slope for x < 0", **NONNEG),
-    "model.elu_alpha": _k(1.0, "float", "elu: alpha", **POS),
-    "model.maxout_k": _k(2, "int", "maxout: number of linear pieces", low=2),
-    "model.norm": _k("none", "str", "normalisation layer after each conv/linear", choices="norms"),
-    "model.groups": _k(8, "int", "group norm: number of groups", low=1),
-    "model.init": _k("kaiming", "str", "weight initialisation", choices="inits"),
-    "model.init_std": _k(0.01, "float", "small_gaussian: std; constant: the value", **NONNEG),
-    "model.bias_init": _k(0.0, "float", "initial value of every bias (a large negative one kills ReLUs)"),
-    "model.head_scale": _k(0.1, "float", "multiplies the initial weights of the last layer (small: initial loss near ln C)", **NONNEG),
-    "model.zero_init_residual": _k(True, "bool", "resnet: zero the last norm's gamma in each block"),
-    "model.dropout": _k(0.0, "float", "inverted dropout probability of dropping a unit", **FRACTION),
-    "model.dropconnect": _k(0.0, "float", "DropConnect probability of dropping a weight (mlp hidden layers)", **FRACTION),
-    "model.stochastic_depth": _k(0.0, "float", "resnet: drop probability of the last block (linear in depth)", **FRACTION),
-    "model.fractional_pool": _k(False, "bool", "convnet: fractional max pooling (ratio 1/sqrt 2) instead of 2x2 max pooling"),
-    # --- regularisation in the loss ------------------------------------------------------
-    "reg.penalty": _k("none", "str", "weight penalty added to the loss", choices="penalties"),
-    "reg.strength": _k(1e-4, "float", "lambda of the penalty", **NONNEG),
-    "reg.beta": _k(0.5, "float", "elastic: R(W) = sum(beta W^2 + |W|)", **NONNEG),
-    "reg.label_smoothing": _k(0.0, "float", "label smoothing epsilon", **FRACTION),
-    # --- optimiser (SPEC §3) -------------------------------------------------------------
-    "optim.name": _k("adam", "str", "update rule (torch.optim)", choices="optimizers"),
-    "optim.lr": _k(1e-3, "float", "base learning rate", **POS),
-    "optim.momentum": _k(0.9, "float", "momentum / nesterov: rho", low=0.0, high=1.0, high_open=True),
-    "optim.betas": _k([0.9, 0.999], "floats", "adam/adamw: beta1, beta2"),
-    "optim.alpha": _k(0.99, "float", "rmsprop: decay rate of the squared-gradient average", low=0.0, high=1.0, high_open=True),
-    "optim.eps": _k(1e-8, "float", "adagrad/rmsprop/adam: added to the denominator", **POS),
-    "optim.weight_decay": _k(0.0, "float", "torch.optim weight decay (decoupled for adamw)", **NONNEG),
-    "optim.no_decay_bias_norm": _k(True, "bool", "no weight decay or penalty on biases and norm parameters"),
-    "optim.batch_scaling": _k(False, "bool", "linear scaling rule: lr x batch_size / reference_batch"),
-    "optim.reference_batch": _k(256, "int", "batch size the base lr is meant for", low=1),
-    "optim.lbfgs_history": _k(10, "int", "lbfgs: history size", low=1),
-    "optim.lbfgs_iters": _k(20, "int", "lbfgs: inner iterations per step", low=1),
-    # --- learning-rate schedule, stepped per iteration -----------------------------------
-    "schedule.name": _k("cosine", "str", "learning-rate schedule", choices="schedules"),
-    "schedule.warmup_epochs": _k(0.0, "float", "linear warm-up from 0 over this many epochs", **NONNEG),
-    "schedule.milestones": _k([0.5, 0.75], "floats", "step: fractions of training at which lr is multiplied by gamma"),
-    "schedule.gamma": _k(0.1, "float", "step: factor at each milestone", **POS),
-    "schedule.decay": _k(1.0, "float", "exponential a0*exp(-k t) and 1/t a0/(1+k t): k per epoch", **NONNEG),
-    "schedule.min_scale": _k(0.0, "float", "cosine/linear/sgdr/cyclic: lowest lr as a fraction of the base", **NONNEG),
-    "schedule.cycle_epochs": _k(2.0, "float", "sgdr/cyclic: length of the first cycle in epochs", **POS),
-    "schedule.cycle_mult": _k(1.0, "float", "sgdr: each cycle is this many times longer than the last", low=1.0),
-    "schedule.peak_fraction": _k(0.3, "float", "onecycle: fraction of training spent rising to the peak", low=0.0, high=1.0, low_open=True, high_open=True),
-    # --- training loop ------------------------------------------------------------------
-    "train.epochs": _k(30, "int", "passes over the training split", low=1),
-    "train.batch_size": _k(64, "int", "minibatch size", low=1),
-    "train.eval_batch_size": _k(1024, "int", "batch size for evaluation", low=1),
-    "train.max_steps": _k(None, "int", "stop after this many updates (smoke tests)", low=1, nullable=True),
-    "train.clip_grad": _k(0.0, "float", "clip the global gradient norm to this (0: off)", **NONNEG),
-    "train.early_stopping": _k(0, "int", "stop after this many epochs without a better val accuracy (0: off)", **NONNEG),
-    "train.ema": _k(0.0, "float", "Polyak/EMA decay of the weights, e.g. 0.999 (0: off)", low=0.0, high=1.0, high_open=True),
-    "train.snapshots": _k(0, "int", "keep the weights at the end of each of the last K cycles (sgdr/cyclic)", **NONNEG),
-    "train.amp": _k("auto", "str", "mixed precision: auto (on for cuda), on, off", choices=("auto", "on", "off")),
-    "train.channels_last": _k("auto", "str", "channels-last memory format: auto (on for cuda conv nets), on, off", choices=("auto", "on", "off")),
-    "train.log_every": _k(20, "int", "log the training loss every N steps", low=1),
-    "train.progress": _k(True, "bool", "show a progress bar"),
-    "train.nan_policy": _k("stop", "str", "on a NaN/inf or exploding loss: stop (keep the last good checkpoint) or continue", choices=("stop", "continue")),
-    # --- monitors (SPEC §4) --------------------------------------------------------------
-    "monitor.every": _k(100, "int", "probe activations, gradients and update ratios every N steps (0: off)", **NONNEG),
-    "monitor.probe_size": _k(256, "int", "images in the fixed probe batch", low=1),
-    "monitor.bins": _k(30, "int", "bins of the activation histograms", low=2),
-    "monitor.warn": _k(True, "bool", "print a warning as soon as a monitor sees dead or saturated units, vanishing activations or an odd update ratio"),
-    "monitor.plots": _k(True, "bool", "write the monitor plots (histograms, std per layer, update ratios, gradient norms, first-layer filters) at the end"),
-    # --- transfer (SPEC §6) --------------------------------------------------------------
-    "transfer.strategy": _k("auto", "str", "auto, linear, top_k or all", choices=("auto", "linear", "top_k", "all")),
-    "transfer.k": _k(1, "int", "top_k: number of top blocks to fine-tune", low=1),
-    "transfer.lr_decay": _k(0.3, "float", "all: each lower block's lr is this times the block above's", **POS),
-    "transfer.freeze_bn": _k(True, "bool", "keep batch-norm statistics of frozen layers fixed"),
-    "transfer.similar": _k("auto", "str", "is the new data similar to the source? auto: same data set family", choices=("auto", "yes", "no")),
-    "transfer.little_data": _k(100, "int", "auto: fewer labelled images per class than this is 'very little data'", low=1),
-}
+from trainlab.schema import SCHEMA, Key, defaults, set_dotted
 
 
 def _registry_names(kind: str) -> list[str]:
-    from trainlab import components  # noqa: F401  (importing fills the registries)
-    from trainlab.components import REGISTRIES
-
     return REGISTRIES[kind].names()
-
-
-def defaults() -> dict:
-    """The full nested default config."""
-    cfg: dict = {}
-    for dotted, key in SCHEMA.items():
-        _set(cfg, dotted, copy.deepcopy(key.default))
-    return cfg
-
-
-def _set(cfg: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        cfg = cfg.setdefault(p, {})
-    cfg[leaf] = value
 
 
 def _get(cfg: dict, dotted: str):
@@ -302,7 +147,7 @@ def validate(flat: dict[str, Any]) -> dict:
     for name, value in flat.items():
         if name not in SCHEMA:
             raise _unknown_key(name)
-        _set(cfg, name, _coerce(name, SCHEMA[name], value))
+        set_dotted(cfg, name, _coerce(name, SCHEMA[name], value))
     return _check_consistency(cfg)
 
 
@@ -387,4 +232,5 @@ def as_flat(cfg: dict) -> dict:
     return {k: _get(cfg, k) for k in SCHEMA}
 
 
-__all__ = ["SCHEMA", "Key", "load_config", "validate", "defaults", "dump_config", "resolve_paths", "PATH_KEYS", "flatten", "keys_table", "as_flat", "parse_overrides", "read_yaml"]
+__all__ = ["SCHEMA", "Key", "load_config", "validate", "defaults", "dump_config", "resolve_paths", "PATH_KEYS", "flatten",
+           "keys_table", "as_flat", "parse_overrides", "read_yaml"]

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -212,7 +212,7 @@ def load_test_split(ckpt: dict, overrides: list[str]):
     such as data.root (the data may live elsewhere than where the run was trained)."""
     from trainlab.config import flatten, parse_overrides, validate
     from trainlab.data import load_data
-    from trainlab.run import resolve_device
+    from trainlab.device import resolve_device
 
     cfg = validate({**flatten(ckpt["config"]), **parse_overrides(overrides)})
     data = load_data(cfg)
@@ -225,9 +225,9 @@ def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", 
                  snapshots: bool = False, overrides: list[str] = (), say: Callable[[str], None] = print) -> dict:
     """Evaluate every member and the ensemble on the test split; write ``out/ensemble.json`` and
     ``out/plots/confusion.png``; return what was written."""
+    from trainlab.classifier import load_classifier
     from trainlab.io import write_json
     from trainlab.report import plot_confusion
-    from trainlab.run import load_classifier
 
     members = load_members(member_paths(runs, snapshots))
     cfg, device, data = load_test_split(members[0].ckpt, list(overrides))
@@ -265,7 +265,7 @@ def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", 
 def ema_metrics(members: list[Member], x, y, n_cls: int, method: str, tta: str, bs: int, device,
                 rows: list[dict]) -> dict:
     """The same evaluation with each member's Polyak/EMA weights; adds ``test_acc_ema`` to ``rows``."""
-    from trainlab.run import load_classifier
+    from trainlab.classifier import load_classifier
 
     models = [load_classifier({**m.ckpt, "model": m.ema_state}, device) for m in members]
     singles, ens, by_method = ensemble_metrics(models, x, y, n_cls, method, tta, bs)

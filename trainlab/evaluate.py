@@ -5,7 +5,7 @@ model under test-time augmentation (several views) and an ensemble (several mode
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn

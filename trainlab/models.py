@@ -25,8 +25,14 @@ from trainlab.activations import Maxout, MaxoutConv2d, is_maxout, make_activatio
 from trainlab.errors import UserError
 from trainlab.init import init_model
 from trainlab.norms import make_norm
-from trainlab.regularization import DropConnectLinear, Dropout, FractionalMaxPool, StochasticDepth
 from trainlab.registry import Registry, close_matches
+from trainlab.regularization import (
+    DropConnectLinear,
+    Dropout,
+    FractionalMaxPool,
+    StochasticDepth,
+)
+from trainlab.schema import defaults
 
 MODELS: Registry = Registry("model")
 
@@ -60,8 +66,6 @@ class GlobalAvgPool(nn.Module):
 def model_config(**overrides) -> dict:
     """The ``model`` config section with its defaults, updated by ``overrides`` (key names only
     are checked here; values are checked when a config is loaded)."""
-    from trainlab.config import defaults
-
     cfg = defaults()["model"]
     for key in overrides:
         if key not in cfg:

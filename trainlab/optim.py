@@ -13,7 +13,7 @@ base rate: each group's rate is ``lr * group["lr_mult"]``.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

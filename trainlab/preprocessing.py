@@ -20,16 +20,16 @@ every device (including MPS, which has no float64) can use.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from trainlab.config import SCHEMA
 from trainlab.errors import UserError
 from trainlab.registry import Registry
+from trainlab.schema import SCHEMA
 
-PREPROCESSORS: Registry[type["Preprocessor"]] = Registry("preprocessor")
+PREPROCESSORS: Registry[type[Preprocessor]] = Registry("preprocessor")
 
 # Rows per float64 chunk: 4096 x 3072 doubles is 100 MB, small next to the data set itself.
 _CHUNK_ROWS = 4096
@@ -129,7 +129,7 @@ class Preprocessor(nn.Module):
     def fitted(self) -> bool:
         return self._sample_shape is not None
 
-    def fit(self, x_train: Tensor) -> "Preprocessor":
+    def fit(self, x_train: Tensor) -> Preprocessor:
         """Compute the statistics from the training split (N,C,H,W) or (N,D); returns self."""
         _check_ndim(x_train)
         if len(x_train) < 2:
@@ -186,7 +186,7 @@ class Identity(Preprocessor):
     def fitted(self) -> bool:
         return True
 
-    def fit(self, x_train: Tensor) -> "Identity":
+    def fit(self, x_train: Tensor) -> Identity:
         return self
 
     def forward(self, x: Tensor) -> Tensor:

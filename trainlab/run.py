@@ -13,82 +13,36 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from trainlab import __version__
-from trainlab.callbacks import EMA, Checkpointer, DivergenceGuard, EarlyStopping, MetricsLogger, ProgressBar
+from trainlab.callbacks import (
+    EMA,
+    Checkpointer,
+    DivergenceGuard,
+    EarlyStopping,
+    MetricsLogger,
+    ProgressBar,
+)
 from trainlab.checkpoint import load_checkpoint
-from trainlab.config import dump_config, resolve_paths
+from trainlab.classifier import (
+    PreprocessedModel,
+    build_classifier,
+    checkpoint_meta,
+    count_params,
+    make_loss,
+    make_penalty,
+)
+from trainlab.config import dump_config
+from trainlab.device import resolve_device
 from trainlab.errors import UserError
 from trainlab.io import read_jsonl, write_json
 from trainlab.train import Callback, Trainer
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda, then mps, then cpu. Asking for an absent device is a UserError."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("device=mps but MPS is not available; use device=auto or device=cpu")
-    return torch.device(name)
-
-
-class PreprocessedModel(nn.Module):
-    """Preprocessing (fitted on the training split, stored as buffers) followed by the network,
-    so a checkpoint carries everything needed to classify raw images in [0, 1]."""
-
-    def __init__(self, preprocess: nn.Module, net: nn.Module):
-        super().__init__()
-        self.preprocess, self.net = preprocess, net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(x))
-
-
-def build_classifier(cfg: dict, input_shape: tuple, num_classes: int, x_train: torch.Tensor | None = None,
-                     net_input_shape: tuple | None = None) -> PreprocessedModel:
-    """The preprocessing named in ``cfg`` (fitted on ``x_train`` when given) and a freshly
-    initialised network. When loading a checkpoint, pass ``net_input_shape`` from its meta."""
-    from trainlab.models import build_model
-    from trainlab.preprocessing import PREPROCESSORS
-
-    pre = PREPROCESSORS.get(cfg["preprocess"]["name"])(cfg["preprocess"])
-    if x_train is not None:
-        pre.fit(x_train)
-    shape = tuple(net_input_shape) if net_input_shape is not None else tuple(pre.output_shape(tuple(input_shape)))
-    return PreprocessedModel(pre, build_model(cfg["model"], shape, num_classes))
-
-
-def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
-    """What every checkpoint carries besides the weights: the run's config (paths resolved, so
-    `trainlab evaluate CHECKPOINT` finds the data from any directory) and the data's shape."""
-    return {"config": resolve_paths(cfg), "classes": list(data.classes), "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "net_input_shape": list(model.preprocess.output_shape(tuple(data.input_shape))),
-            "trainlab_version": __version__}
-
-
-def load_classifier(ckpt: dict, device: torch.device | str = "cpu") -> PreprocessedModel:
-    """Rebuild the model of a trainlab checkpoint (best.pt or last.pt) with its weights."""
-    model = build_classifier(ckpt["config"], tuple(ckpt["input_shape"]), ckpt["num_classes"],
-                             net_input_shape=tuple(ckpt["net_input_shape"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device)
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
@@ -109,22 +63,6 @@ def truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
     path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
-def make_loss(cfg: dict) -> Callable:
-    from trainlab.regularization import smoothed_cross_entropy
-
-    eps = cfg["reg"]["label_smoothing"]
-    return lambda logits, target: smoothed_cross_entropy(logits, target, eps)
-
-
-def make_penalty(cfg: dict, model: nn.Module) -> Callable[[], torch.Tensor] | None:
-    """λ·R(W) over the weights (not biases or norm parameters), or None when off."""
-    from trainlab.regularization import weight_penalty
-
-    if cfg["reg"]["penalty"] == "none" or cfg["reg"]["strength"] == 0:
-        return None
-    return lambda: weight_penalty(model, cfg["reg"])
 
 
 def full_batch_overrides(cfg: dict, n_train: int, say: Callable[[str], None]) -> dict:

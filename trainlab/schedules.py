@@ -18,7 +18,7 @@ at rate 0) and update ``W - 1`` the full rate; without warm-up, ``warmup(step) =
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR

@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from trainlab.classifier import PreprocessedModel
 from trainlab.errors import UserError
-from trainlab.run import PreprocessedModel
+from trainlab.schema import defaults
 
 # Data sets whose images come from the same source, so features learned on one describe the
 # other ("similar" in the lectures' table). Folder and npz data sets are their own family, per path.
@@ -92,8 +93,6 @@ def family(cfg_data: dict) -> str:
 def adopt_source_architecture(cfg: dict, source_cfg: dict, say: Callable[[str], None]) -> dict:
     """``cfg`` with ``model`` and ``preprocess`` taken from the source checkpoint: the weights only
     fit the architecture they were trained in. Values the user set differently are reported."""
-    from trainlab.config import defaults
-
     cfg, default = copy.deepcopy(cfg), defaults()
     for section in ("model", "preprocess"):
         for key, value in source_cfg[section].items():
@@ -165,7 +164,7 @@ def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print)
 def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], None] = print) -> Source:
     """The source model with its weights, checked against the new data."""
     from trainlab.checkpoint import is_trainlab_checkpoint
-    from trainlab.run import load_classifier
+    from trainlab.classifier import load_classifier
 
     if not is_trainlab_checkpoint(ckpt):
         model = model_from_state_dict(ckpt, cfg, data, path, say)
@@ -287,7 +286,7 @@ class FrozenNormClassifier(PreprocessedModel):
         super().__init__(model.preprocess, model.net)
         self.frozen_norms = list(frozen_norms)
 
-    def train(self, mode: bool = True) -> "FrozenNormClassifier":
+    def train(self, mode: bool = True) -> FrozenNormClassifier:
         super().train(mode)
         for name in self.frozen_norms:
             self.get_submodule(name).eval()
@@ -315,8 +314,9 @@ def apply_strategy(model: PreprocessedModel, strategy: str,
 def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[[str], None] = print) -> dict:
     """Transfer the backbone at ``source_path`` to the data of ``cfg``; train into run directory
     ``out`` with train_run; return summary.json (with its ``transfer`` entry)."""
+    from trainlab.classifier import count_params
     from trainlab.data import load_data
-    from trainlab.run import count_params, prepare_run_dir, train_run
+    from trainlab.run import prepare_run_dir, train_run
 
     prepare_run_dir(Path(out), resume=False)  # fail before loading anything
     ckpt, cfg = load_source(source_path, cfg, say)

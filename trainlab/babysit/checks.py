@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -77,7 +77,8 @@ def mean_loss(model, loss_fn: Callable, penalty: Callable | None, x: torch.Tenso
 def check_initial_loss(cfg: dict, data, say) -> list[dict]:
     """(a) data loss at initialisation, regularisation off, within INITIAL_LOSS_TOLERANCE of ln C;
     (b) the same model's loss with a weight penalty switched on is higher."""
-    from trainlab.run import make_loss, make_penalty, prepare
+    from trainlab.classifier import make_loss, make_penalty
+    from trainlab.run import prepare
 
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
@@ -123,10 +124,11 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
     minibatches of OVERFIT_BATCH_SIZE training images: it must reach OVERFIT_TARGET accuracy on
     them within OVERFIT_STEPS updates."""
     from trainlab.callbacks import DivergenceGuard
+    from trainlab.classifier import make_loss
     from trainlab.data.loader import TensorLoader
     from trainlab.evaluate import evaluate
     from trainlab.optim import build_optimizer, is_full_batch
-    from trainlab.run import make_loss, prepare
+    from trainlab.run import prepare
 
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
@@ -164,7 +166,8 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
 def check_gradients(cfg: dict, data, say) -> dict:
     """Gradient check of the model and the loss (with the configured penalty) on a few images."""
     from trainlab.babysit.gradcheck import GRADCHECK_TOLERANCE, gradcheck_module
-    from trainlab.run import make_loss, make_penalty, prepare
+    from trainlab.classifier import make_loss, make_penalty
+    from trainlab.run import prepare
 
     p = prepare(cfg, say, data=data)
     x, y = p.data.train_x[:GRADCHECK_SAMPLES], p.data.train_y[:GRADCHECK_SAMPLES]

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -110,6 +110,7 @@ def analyse(lrs: list[float], losses: list[float], configured_lr: float) -> dict
 def plot_lr_find(result: dict, path: Path) -> Path:
     """Loss (points) and smoothed loss (line) against the rate on a log axis, with the regions."""
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     lrs, losses, smoothed = result["lrs"], result["losses"], result["smoothed"]
@@ -137,10 +138,11 @@ def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, step
             min_lr: float = MIN_LR, max_lr: float = MAX_LR) -> dict:
     """Run the range test for the setup ``cfg`` describes; writes ``out/lr_find.json``
     (``suggested_lr``, ``lrs``, ``losses``, ``smoothed``, regions, verdict) and ``out/plots/lr_find.png``."""
+    from trainlab.classifier import make_loss, make_penalty
     from trainlab.config import dump_config
     from trainlab.errors import UserError
     from trainlab.optim import base_lr, build_optimizer, is_full_batch
-    from trainlab.run import make_loss, make_penalty, prepare
+    from trainlab.run import prepare
 
     if not 0 < min_lr < max_lr:
         raise UserError(f"lr-find needs 0 < min_lr < max_lr, got {min_lr:g} and {max_lr:g}")

@@ -310,6 +310,7 @@ def _lines(ax, series: dict[str, tuple[list, list]]) -> None:
 def plot_activation_histograms(records: list[dict], path: Path) -> Path:
     """One panel per layer: the histogram at the first and at the last monitored step."""
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     first, last = records[0]["layers"], records[-1]["layers"]
@@ -339,6 +340,7 @@ def plot_activation_std(records: list[dict], path: Path) -> Path:
     """Left: std per layer (the lecture's figure) at the first and last monitored step.
     Right: each layer's std over training."""
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -357,6 +359,7 @@ def plot_activation_std(records: list[dict], path: Path) -> Path:
 def plot_unit_health(records: list[dict], path: Path) -> Path | None:
     """Fraction of dead ReLU units and of saturated tanh/sigmoid outputs per layer over training."""
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     dead, saturated = _series(records, "layers", "dead_fraction"), _series(records, "layers", "saturated_fraction")
@@ -372,7 +375,12 @@ def plot_unit_health(records: list[dict], path: Path) -> Path | None:
 def plot_update_ratios(records: list[dict], path: Path) -> Path | None:
     """‖ΔW‖/‖W‖ of each weight tensor over training, log axis, with the healthy band around 1e-3."""
     import matplotlib.pyplot as plt
-    from trainlab.babysit.diagnosis import HEALTHY_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
+
+    from trainlab.babysit.diagnosis import (
+        HEALTHY_UPDATE_RATIO,
+        UPDATE_RATIO_HIGH,
+        UPDATE_RATIO_LOW,
+    )
     from trainlab.report import save_figure
 
     series = _series(records, "params", "update_ratio", keep=lambda p: len(p["shape"]) >= 2)
@@ -391,6 +399,7 @@ def plot_update_ratios(records: list[dict], path: Path) -> Path | None:
 def plot_grad_norms(records: list[dict], path: Path) -> Path | None:
     """‖∂L/∂W‖ of each weight tensor over training, log axis."""
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     series = _series(records, "params", "grad_norm", keep=lambda p: len(p["shape"]) >= 2)
@@ -438,6 +447,7 @@ def filter_grid(filters: torch.Tensor, max_filters: int = 64, columns: int = 8) 
 
 def plot_first_layer_filters(model: nn.Module, net_input_shape: tuple, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
+
     from trainlab.report import save_figure
 
     filters = first_layer_filters(model, net_input_shape)

@@ -22,6 +22,7 @@ from trainlab.data.datasets import DATASETS, PUBLIC_SETS, RawData, public_presen
 from trainlab.data.loader import TensorLoader
 from trainlab.data.split import per_class_subset, stratified_split, stratified_subset
 from trainlab.errors import UserError
+from trainlab.schema import defaults
 
 DEFAULT_ROOT = Path("~/.cache/trainlab")
 
@@ -57,8 +58,6 @@ class DataBundle:
 
 def _data_config(cfg: dict) -> dict:
     """cfg["data"] with schema defaults for any key left out (handy for tests and scripts)."""
-    from trainlab.config import defaults
-
     return {**defaults()["data"], **cfg.get("data", {})}
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import sys
 import tempfile
 import urllib.error
@@ -78,7 +77,7 @@ def download_file(url: str, dest: Path, sha256: str | None, timeout: float = 30,
         os.replace(tmp.name, dest)
     except urllib.error.HTTPError as e:
         raise UserError(f"could not download {url}: the server answered {e.code} {e.reason}. {hint or _manual_hint(url, dest)}") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise UserError(
             f"could not download {url} ({reason}): this machine seems to be offline. "

@@ -7,9 +7,19 @@
 
 Each experiment is a module here, registered in :data:`EXPERIMENTS`; ``common`` holds what they share.
 """
-from trainlab.lab.common import EXPERIMENTS, run_experiment
 # Importing a module registers its experiment; this order (the lectures') is `trainlab lab list`'s.
-from trainlab.lab import init_stats, activations, optimizers, preprocessing, dropout  # noqa: F401, E402, I001
-from trainlab.lab import batchnorm, schedules, batch_size, regularization, lbfgs  # noqa: F401, E402, I001
+from trainlab.lab import (  # noqa: F401, E402, I001  # noqa: F401, E402, I001
+    activations,
+    batch_size,
+    batchnorm,
+    dropout,
+    init_stats,
+    lbfgs,
+    optimizers,
+    preprocessing,
+    regularization,
+    schedules,
+)
+from trainlab.lab.common import EXPERIMENTS, run_experiment
 
 __all__ = ["EXPERIMENTS", "run_experiment"]

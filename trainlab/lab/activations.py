@@ -9,8 +9,24 @@ from __future__ import annotations
 
 import math
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, LabContext, LabResult, Trial, claim, experiment,
-                                 graded, median, plot_curves, ratio, steps_to_target, time_to_target, times)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    LabContext,
+    LabResult,
+    Trial,
+    claim,
+    experiment,
+    graded,
+    median,
+    plot_curves,
+    ratio,
+    steps_to_target,
+    time_to_target,
+    times,
+)
 
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout"]
 TARGETS = (0.25, 0.10)  # training error; 25% is AlexNet's
@@ -60,7 +76,7 @@ def activations(ctx: LabContext) -> LabResult:
     defaults = DEFAULTS + ctx.size([], QUICK)
     rows, curves = {}, {}
     for act in ACTIVATIONS:
-        at = lambda lr, seed: ctx.config(defaults, f"model.activation={act}", f"optim.lr={lr}", f"seed={seed}")  # noqa: E731
+        at = lambda lr, seed: ctx.config(defaults, f"model.activation={act}", f"optim.lr={lr}", f"seed={seed}")  # noqa: E731, B023  (called within this iteration)
         trials = ctx.tuned(act, at, lrs, seeds, time_to_target(TARGETS[0], WINDOW))
         row = {"activation": act, "lr": trials[0].lr, "seeds": len(trials),
                "params": trials[0].summary["params"]}

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, LabContext, LabResult, claim, experiment)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+)
 
 BATCHES = [16, 32, 64, 128, 256, 512]
 REFERENCE = 32  # the batch the base rate is meant for

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, SLIDES_2016, LabContext, LabResult, claim,
-                                 experiment, steps_to_target)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    SLIDES_2016,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    steps_to_target,
+)
 
 NORMS = ["none", "batch"]
 LRS = [0.003, 0.03, 0.3, 3.0]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ class Trial:
     def load_model(self) -> torch.nn.Module:
         """The run's best weights (checkpoints/best.pt), in eval mode, on the CPU."""
         from trainlab.checkpoint import load_checkpoint
-        from trainlab.run import load_classifier
+        from trainlab.classifier import load_classifier
 
         return load_classifier(load_checkpoint(self.run_dir / "checkpoints" / "best.pt")).eval()
 

@@ -13,9 +13,18 @@ from pathlib import Path
 
 import torch
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, SLIDES_2016, LabContext, LabResult, claim,
-                                 experiment)
 from trainlab.evaluate import predict_probs
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    SLIDES_2016,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+)
 from trainlab.regularization import Dropout
 
 P = 0.5  # "0.5 is common"

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainlab.lab.common import AGREES, DISAGREES, PARTLY, SLIDES, LabContext, LabResult, claim, experiment
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+)
 
 # label → (model.* overrides, the slide's words for it)
 CONFIGS = {

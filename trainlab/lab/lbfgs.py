@@ -19,8 +19,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, SLIDES_2016, LabContext, LabResult, claim,
-                                 experiment, times)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    SLIDES_2016,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    times,
+)
 
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MINIBATCH = 64
@@ -40,8 +50,8 @@ def optimise(cfg: dict, data, optimiser: str, lr: float, batch: int | None, pass
     """Train a fresh model (trainlab's ``build_classifier``: preprocessing + net) with
     ``optimiser`` until ``passes`` passes' worth of gradient evaluations are used; ``batch`` None
     is the full batch. Returns the full-batch training loss after each step, against passes."""
+    from trainlab.classifier import build_classifier
     from trainlab.optim import OPTIMIZERS
-    from trainlab.run import build_classifier
 
     torch.manual_seed(seed)
     x, y = data.train_x.cpu(), data.train_y.cpu()
@@ -59,7 +69,7 @@ def optimise(cfg: dict, data, optimiser: str, lr: float, batch: int | None, pass
             idx, order = order[:batch], order[batch:]
             xb, yb = x[idx], y[idx]
 
-        def closure():
+        def closure(xb=xb, yb=yb):
             nonlocal used
             used += len(yb) / n  # every loss-and-gradient evaluation costs its share of a pass
             opt.zero_grad()

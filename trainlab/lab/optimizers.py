@@ -10,16 +10,29 @@ needs to come within a tolerance of the minimum.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from trainlab.lab.common import (AGREES, PARTLY, DISAGREES, SLIDES, TRANSCRIPT, LabContext, LabResult, claim,
-                                 experiment, graded, median, ratio, times)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    TRANSCRIPT,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    graded,
+    median,
+    ratio,
+    times,
+)
 
 OPTIMISERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
 # Log-spaced, wide enough that every optimiser's best rate is inside (sgd is stable below

@@ -15,9 +15,24 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, TRANSCRIPT, LabContext, LabResult, claim,
-                                 experiment, graded, median, plot_curves, ratio, steps_to_target, time_to_target,
-                                 times)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    TRANSCRIPT,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    graded,
+    median,
+    plot_curves,
+    ratio,
+    steps_to_target,
+    time_to_target,
+    times,
+)
 
 TARGET, WINDOW = 0.10, 20
 LRS = [0.01, 0.03, 0.1, 0.3, 1.0]
@@ -46,7 +61,7 @@ def shifted(data, shift: float):
     """The data bundle with ``shift`` added to every image (train, val and test alike)."""
     if not shift:
         return data
-    move = lambda x: None if x is None else x + shift  # noqa: E731
+    move = lambda x: None if x is None else x + shift  # noqa: E731, B023  (called within this iteration)
     return dataclasses.replace(data, train_x=move(data.train_x), val_x=move(data.val_x), test_x=move(data.test_x))
 
 
@@ -103,7 +118,7 @@ def preprocessing(ctx: LabContext) -> LabResult:
     rows, curves, series = {}, {}, {}
     for label, (name, shift) in VARIANTS.items():
         data = shifted(ctx.data(ctx.config(defaults)), shift)
-        at = lambda lr, seed: ctx.config(defaults, f"preprocess.name={name}", f"optim.lr={lr}", f"seed={seed}")  # noqa: E731
+        at = lambda lr, seed: ctx.config(defaults, f"preprocess.name={name}", f"optim.lr={lr}", f"seed={seed}")  # noqa: E731, B023  (called within this iteration)
         tag = f"{name}-shift{shift:g}" if shift else name
         trials = ctx.tuned(tag, at, lrs, seeds, time_to_target(TARGET, WINDOW), data)
         x, y = data.train_x[:SENSITIVITY_IMAGES].cpu(), data.train_y[:SENSITIVITY_IMAGES].cpu()

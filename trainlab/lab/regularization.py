@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, LabContext, LabResult, claim, experiment, median)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    median,
+)
 
 # name → config overrides. Strengths are the usual defaults scaled to 8x8 images (crop by 1 px,
 # a 4x4 cutout hole: half the side, as DeVries and Taylor's 16 px on 32 px CIFAR).

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.common import (AGREES, DISAGREES, PARTLY, SLIDES, LabContext, LabResult, claim, experiment, median,
-                                 plot_curves)
+from trainlab.lab.common import (
+    AGREES,
+    DISAGREES,
+    PARTLY,
+    SLIDES,
+    LabContext,
+    LabResult,
+    claim,
+    experiment,
+    median,
+    plot_curves,
+)
 
 # name → the schedule.* overrides that make it; every one runs the same epochs at the same base rate.
 SCHEDULES = {

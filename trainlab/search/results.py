@@ -16,8 +16,8 @@ from __future__ import annotations
 import csv
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState

@@ -20,18 +20,37 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.errors import UserError
-from trainlab.search.space import (Space, grid_points, narrow_space, space_from_state, space_state, space_to_dict, suggest,
-                                   widen_at_edges)
-from trainlab.search.study import (SurplusTrial, beat_now, claim_slot, default_storage_url, make_pruner, make_sampler,
-                                   make_storage, open_study, ranking, redact, run_round)
+from trainlab.search.space import (
+    Space,
+    grid_points,
+    narrow_space,
+    space_from_state,
+    space_state,
+    space_to_dict,
+    suggest,
+    widen_at_edges,
+)
+from trainlab.search.study import (
+    SurplusTrial,
+    beat_now,
+    claim_slot,
+    default_storage_url,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    open_study,
+    ranking,
+    redact,
+    run_round,
+)
 from trainlab.search.trials import cached_data, run_trial, trial_config
 
 SAMPLERS = ("random", "grid", "tpe")
@@ -59,7 +78,7 @@ class SearchOptions:
     top_k: int = 3  # best coarse trials the refine ranges are narrowed around
     monitors: bool = False
 
-    def resolved(self, out: Path) -> "SearchOptions":
+    def resolved(self, out: Path) -> SearchOptions:
         o = SearchOptions(**asdict(self))
         o.trials = o.trials or 20
         o.refine_trials = o.refine_trials or max(2, math.ceil(o.trials / 2))

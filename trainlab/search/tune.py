@@ -22,9 +22,9 @@ import html
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -217,8 +217,9 @@ def last_epoch_test_acc(cfg: dict, run_dir: Path) -> float | None:
     best.pt's, the first epoch with the highest validation accuracy; on a small validation split
     many epochs tie, and the first of them can be an early, lucky one. Both are evidence."""
     from trainlab.checkpoint import load_checkpoint
+    from trainlab.classifier import load_classifier
+    from trainlab.device import resolve_device
     from trainlab.evaluate import evaluate
-    from trainlab.run import load_classifier, resolve_device
 
     data = cached_data(cfg)
     if data.test_y is None or len(data.test_y) == 0:
