@@ -40,7 +40,7 @@ from reuse import finished, quiet  # noqa: E402
 
 from trainlab.config import load_config  # noqa: E402
 from trainlab.io import read_jsonl  # noqa: E402
-from trainlab.report import save_figure  # noqa: E402
+from trainlab.plots import save_figure  # noqa: E402
 from trainlab.run import train_run  # noqa: E402
 from trainlab.search.space import parse_space  # noqa: E402
 from trainlab.search.stages import SearchOptions, run_search  # noqa: E402

@@ -163,7 +163,7 @@ def cell(accs: list[float]) -> str:
 
 def plot(acc: dict, path: Path) -> None:
     """Test accuracy against images per class (log axis): one panel per source, one line per strategy."""
-    from trainlab.report import plt, save_figure
+    from trainlab.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, len(SOURCES), figsize=(10, 4), sharey=True)
     sizes = list(SIZES)

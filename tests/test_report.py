@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 from trainlab.config import load_config
-from trainlab.report import _img, embed_png, save_figure, write_report
+from trainlab.plots import embed_png, save_figure
+from trainlab.report import write_report
 from trainlab.run import train_run
 
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
@@ -78,9 +79,12 @@ def test_lab_results_are_reported(tmp_path):
     assert "trainlab lab demo" in page and '<tr class="does-not-agree">' in page and "it did" in page
 
 
-def test_embed_png_is_the_public_name_of_img(tmp_path):
+def test_embed_png_inlines_the_file(tmp_path):
+    import base64
+
     png = tiny_png(tmp_path / "x.png", "x")
-    assert embed_png(png) == _img(png) and "data:image/png;base64," in embed_png(png)
+    figure = embed_png(png)
+    assert f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" in figure and "x.png" in figure
 
 
 # --- the browser test ------------------------------------------------------------------------------

@@ -13,37 +13,31 @@ Exit codes (SPEC §8): 0 success; 2 bad input, with a one-paragraph message and 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
+from trainlab import ensemble, transfer
+from trainlab.arguments import add_config_args, config_from_args
+from trainlab.babysit import commands as babysit_commands
+from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
+from trainlab.config import cfg_with, keys_table, load_config, parse_overrides
+from trainlab.data import describe_datasets, load_data
+from trainlab.device import resolve_device
 from trainlab.errors import UserError
+from trainlab.evaluate import evaluate
+from trainlab.io import write_json
+from trainlab.lab import commands as lab_commands
+from trainlab.plots import plot_confusion
+from trainlab.report import write_report
+from trainlab.run import default_out_dir, train_run
+from trainlab.search import commands as search_commands
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
-COMMAND_MODULES = [
-    "trainlab.babysit.commands",
-    "trainlab.search.commands",
-    "trainlab.ensemble",
-    "trainlab.transfer",
-    "trainlab.lab.commands",
-]
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="YAML config file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.1")
-
-
-def config_from_args(args) -> dict:
-    from trainlab.config import load_config
-
-    return load_config(args.config, args.overrides)
+COMMAND_MODULES = [babysit_commands, search_commands, ensemble, transfer, lab_commands]
 
 
 def cmd_train(args) -> int:
-    from trainlab.config import load_config
-    from trainlab.run import default_out_dir, train_run
-
     if args.resume:
         out = Path(args.resume)
         if not (out / "config.yaml").is_file():
@@ -60,19 +54,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from trainlab.checkpoint import load_checkpoint
-    from trainlab.classifier import load_classifier
-    from trainlab.config import flatten, parse_overrides, validate
-    from trainlab.data import load_data
-    from trainlab.device import resolve_device
-    from trainlab.evaluate import evaluate
-    from trainlab.io import write_json
-    from trainlab.report import plot_confusion
-
     src = Path(args.run)
     path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src
     ckpt = load_checkpoint(path)
-    cfg = validate({**flatten(ckpt["config"]), **parse_overrides(args.overrides)})
+    cfg = cfg_with(ckpt["config"], parse_overrides(args.overrides))
     device = resolve_device(cfg["device"])
     model = load_classifier(ckpt, device)
     data = load_data(cfg)
@@ -95,8 +80,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from trainlab.data import describe_datasets
-
     cfg = config_from_args(args)
     for d in describe_datasets(cfg["data"]):
         mark = "present" if d["present"] else "absent "
@@ -105,8 +88,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from trainlab.report import write_report
-
     run = Path(args.run)
     if not run.is_dir():
         raise UserError(f"{str(run)!r} is not a run directory")
@@ -115,8 +96,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_config_keys(args) -> int:
-    from trainlab.config import keys_table
-
     print(keys_table())
     return 0
 
@@ -151,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-keys", help="print every configuration key as a Markdown table")
     p.set_defaults(func=cmd_config_keys)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

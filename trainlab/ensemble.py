@@ -31,7 +31,15 @@ import torch
 import torch.nn as nn
 
 from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, save_checkpoint
+from trainlab.classifier import load_classifier
+from trainlab.config import cfg_with, parse_overrides
+from trainlab.data import load_data
+from trainlab.device import resolve_device
 from trainlab.errors import UserError
+from trainlab.evaluate import metrics_from_probs, predict_probs
+from trainlab.io import write_json
+from trainlab.plots import plot_confusion
+from trainlab.schedules import cycle_end_steps
 from trainlab.train import Callback, StepInfo, Trainer
 
 # --- snapshot ensembles (Huang et al. 2017, "Snapshot ensembles: train 1, get M for free") ---------
@@ -45,8 +53,6 @@ def snapshot_steps(cfg: dict, steps_per_epoch: int) -> list[int]:
     """The update counts after which the ``train.snapshots`` = K snapshots are taken: the ends of
     the last K cycles (schedules.cycle_end_steps). UserError when the schedule has no cycles or
     fewer than K complete ones, so a bad config is refused before any training."""
-    from trainlab.schedules import cycle_end_steps
-
     k = int(cfg["train"]["snapshots"])
     ends = cycle_end_steps(cfg, steps_per_epoch)
     schedule = cfg["schedule"]["name"]
@@ -194,8 +200,6 @@ def ensemble_metrics(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, 
 
     Each model's probabilities are computed once (the expensive part) and reused by every method.
     """
-    from trainlab.evaluate import metrics_from_probs, predict_probs
-
     if method not in COMBINE:
         raise UserError(f"unknown ensemble method {method!r}; choose one of: {', '.join(COMBINE)}")
     probs = [predict_probs(m, x, batch_size, tta) for m in models]
@@ -210,11 +214,7 @@ def ensemble_metrics(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, 
 def load_test_split(ckpt: dict, overrides: list[str]):
     """(config, device, data) for evaluating: the member's own config, with ``key=value`` overrides
     such as data.root (the data may live elsewhere than where the run was trained)."""
-    from trainlab.config import flatten, parse_overrides, validate
-    from trainlab.data import load_data
-    from trainlab.device import resolve_device
-
-    cfg = validate({**flatten(ckpt["config"]), **parse_overrides(overrides)})
+    cfg = cfg_with(ckpt["config"], parse_overrides(overrides))
     data = load_data(cfg)
     if data.test_y is None or len(data.test_y) == 0:
         raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate the ensemble on")
@@ -225,10 +225,6 @@ def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", 
                  snapshots: bool = False, overrides: list[str] = (), say: Callable[[str], None] = print) -> dict:
     """Evaluate every member and the ensemble on the test split; write ``out/ensemble.json`` and
     ``out/plots/confusion.png``; return what was written."""
-    from trainlab.classifier import load_classifier
-    from trainlab.io import write_json
-    from trainlab.report import plot_confusion
-
     members = load_members(member_paths(runs, snapshots))
     cfg, device, data = load_test_split(members[0].ckpt, list(overrides))
     x, y, n_cls, bs = data.test_x.to(device), data.test_y.to(device), data.num_classes, cfg["train"]["eval_batch_size"]
@@ -265,8 +261,6 @@ def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", 
 def ema_metrics(members: list[Member], x, y, n_cls: int, method: str, tta: str, bs: int, device,
                 rows: list[dict]) -> dict:
     """The same evaluation with each member's Polyak/EMA weights; adds ``test_acc_ema`` to ``rows``."""
-    from trainlab.classifier import load_classifier
-
     models = [load_classifier({**m.ckpt, "model": m.ema_state}, device) for m in members]
     singles, ens, by_method = ensemble_metrics(models, x, y, n_cls, method, tta, bs)
     for row, s in zip(rows, singles):

@@ -10,13 +10,13 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from trainlab.augmentation import tta_views
+
 
 @torch.no_grad()
 def predict_probs(models: nn.Module | Iterable[nn.Module], x: torch.Tensor, batch_size: int = 1024,
                   tta: str = "none") -> torch.Tensor:
     """Mean softmax over models × test-time views, shape (N, C). Models are put in eval mode."""
-    from trainlab.augmentation import tta_views
-
     models = [models] if isinstance(models, nn.Module) else list(models)
     was_training = [m.training for m in models]
     for m in models:

@@ -11,38 +11,15 @@ image is a ``data:`` URI, so it opens offline and can be mailed as one file.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from trainlab.io import read_jsonl  # noqa: E402
-
-
-def moving_average(values, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` points (shorter at the start), the curve drawn over the loss scatter."""
-    v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        return v
-    c = np.cumsum(np.insert(v, 0, 0.0))
-    idx = np.arange(1, len(v) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
-def save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from trainlab.io import read_jsonl
+from trainlab.plots import CSS, embed_png, html_grid, html_table, moving_average, plot_confusion, plt, save_figure
 
 
 def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
@@ -81,70 +58,6 @@ def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
     return out
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
-    m = np.asarray(confusion)
-    n = len(m)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * n, 1 + 0.5 * n))
-    ax.imshow(m, cmap="Blues")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
-    ax.set_xticklabels(classes, rotation=90)
-    ax.set_yticklabels(classes)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
-    return save_figure(fig, path)
-
-
-# --- HTML building blocks (also used by the search's section) ------------------------------------
-
-def embed_png(path: Path) -> str:
-    """A ``<figure>`` with the PNG at ``path`` inlined as a base64 ``data:`` URI (no file or
-    network request when the page is opened)."""
-    path = Path(path)
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f'<figcaption>{html.escape(path.name)}</figcaption></figure>')
-
-
-_img = embed_png  # the original private name, still used by other modules
-
-
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-figure{display:inline-block;margin:8px;vertical-align:top}img{max-width:540px}figcaption{font-size:small;color:#666}
-pre{background:#f5f5f5;padding:8px;overflow:auto}.note{color:#555}
-.verdict{padding:6px 10px;margin:4px 0;border-left:4px solid #c60}.healthy{border-color:#2a2}
-.agrees{background:#e3f4e1}.partly{background:#fdf1d6}.does-not-agree{background:#f9dcdc}
-.passed{background:#e3f4e1}.failed{background:#f9dcdc}"""
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if v is None:
-        return "—"
-    return str(v)
-
-
-def _table(rows: dict) -> str:
-    """A two-column key/value table."""
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items())
-    return f"<table>{cells}</table>"
-
-
-def _grid(columns: list[str], rows: list[dict], row_class: str | None = None) -> str:
-    """A table with a header row; ``row_class`` names the column whose value styles each row."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cls = f' class="{html.escape(str(r.get(row_class, "")).replace(" ", "-"))}"' if row_class else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
 def _number(text) -> float:
     """A CSV cell as a number for sorting; empty, NaN or text sorts last (−inf)."""
     try:
@@ -174,10 +87,10 @@ MONITOR_PLOTS = ("activation_histograms", "activation_std", "dead_saturated_unit
 def summary_section(summary: dict) -> str:
     if not summary:
         return ""
-    parts = ["<h2>Summary</h2>", _table({k: summary.get(k) for k in SUMMARY_KEYS if k in summary})]
+    parts = ["<h2>Summary</h2>", html_table({k: summary.get(k) for k in SUMMARY_KEYS if k in summary})]
     for key in ("transfer", "tune"):
         if isinstance(summary.get(key), dict):
-            parts += [f"<h3>{key.title()}</h3>", _table(summary[key])]
+            parts += [f"<h3>{key.title()}</h3>", html_table(summary[key])]
     return "".join(parts)
 
 
@@ -197,7 +110,7 @@ def checks_section(run_dir: Path) -> str:
     if not checks:
         return ""
     rows = [{**c, "result": "passed" if c.get("passed") else "failed"} for c in checks]
-    return "<h2>Sanity checks</h2>" + _grid(["name", "result", "value", "expected", "advice"], rows, "result")
+    return "<h2>Sanity checks</h2>" + html_grid(["name", "result", "value", "expected", "advice"], rows, "result")
 
 
 def lr_find_section(run_dir: Path, plots: list[Path]) -> str:
@@ -205,17 +118,18 @@ def lr_find_section(run_dir: Path, plots: list[Path]) -> str:
     if not result and not plots:
         return ""
     shown = {k: result.get(k) for k in ("suggested_lr", "verdict") if k in result}
-    return "<h2>Learning-rate range test</h2>" + (_table(shown) if shown else "") + "".join(embed_png(p) for p in plots)
+    return "<h2>Learning-rate range test</h2>" + (html_table(shown) if shown else "") + "".join(embed_png(p) for p in plots)
 
 
-def search_section(run_dir: Path) -> str:
-    """The search's own section (trainlab.search.results), when the directory holds a search."""
-    summary = _read_json(run_dir / "search.json")
-    if not summary:
-        return ""
-    from trainlab.search.results import results_html
+# Sections that layers above this one contribute (the search adds its own when it is imported):
+# the report reads every kind of trainlab directory without importing the code that made it.
+EXTRA_SECTIONS: list[Callable[[Path], str]] = []
 
-    return results_html(run_dir, summary)
+
+def add_section(section: Callable[[Path], str]) -> Callable[[Path], str]:
+    """Register ``section(run_dir) -> html`` ('' when the directory has nothing for it)."""
+    EXTRA_SECTIONS.append(section)
+    return section
 
 
 def ensemble_section(run_dir: Path) -> str:
@@ -223,8 +137,8 @@ def ensemble_section(run_dir: Path) -> str:
     if not result:
         return ""
     head = {k: result.get(k) for k in ("method", "best_single_test_acc", "ensemble_test_acc") if k in result}
-    return ("<h2>Ensemble</h2>" + _table(head)
-            + _grid(["run", "test_acc"], result.get("members", [])))
+    return ("<h2>Ensemble</h2>" + html_table(head)
+            + html_grid(["run", "test_acc"], result.get("members", [])))
 
 
 def lab_section(run_dir: Path, results: dict) -> str:
@@ -232,8 +146,8 @@ def lab_section(run_dir: Path, results: dict) -> str:
     links to each training run's own report."""
     parts = [f"<h2>{html.escape(results['title'])}</h2>", f"<p class='note'>{html.escape(results['setup'])}</p>",
              "<h3>The lecture's claims</h3>",
-             _grid(["claim", "source", "measured", "verdict"], results["claims"], row_class="verdict"),
-             "<h3>Measured</h3>", _grid(results["columns"], results["rows"])]
+             html_grid(["claim", "source", "measured", "verdict"], results["claims"], row_class="verdict"),
+             "<h3>Measured</h3>", html_grid(results["columns"], results["rows"])]
     parts += [embed_png(run_dir / p) for p in results.get("plots", []) if (run_dir / p).is_file()]
     reports = sorted((run_dir / "runs").glob("**/report.html")) if (run_dir / "runs").is_dir() else []
     if reports:
@@ -259,7 +173,7 @@ def trials_section(run_dir: Path) -> str:
         return ""
 
     best = sorted(rows, key=lambda r: _number(r.get("value")), reverse=True)[:10]
-    return "<h2>Trials (best ten)</h2>" + _grid(list(rows[0]), best)
+    return "<h2>Trials (best ten)</h2>" + html_grid(list(rows[0]), best)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -289,7 +203,7 @@ def write_report(run_dir: str | Path) -> Path:
              summary_section(summary), diagnosis_section(summary), checks_section(run_dir),
              lr_find_section(run_dir, lr_find), plots_section("Training curves", curves),
              plots_section("Monitors", monitors), plots_section("Confusion matrix", confusion),
-             search_section(run_dir), trials_section(run_dir), ensemble_section(run_dir),
+             *(section(run_dir) for section in EXTRA_SECTIONS), trials_section(run_dir), ensemble_section(run_dir),
              plots_section("Other plots", others)]
     cfg = run_dir / "config.yaml"
     if cfg.exists():
@@ -301,4 +215,4 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
-__all__ = ["moving_average", "save_figure", "plot_training_curves", "plot_confusion", "embed_png", "write_report"]
+__all__ = ["plot_training_curves", "write_report", "add_section", "EXTRA_SECTIONS"]

@@ -21,6 +21,9 @@ import torch
 import torch.nn as nn
 
 from trainlab import __version__
+from trainlab.augmentation import build_augment
+from trainlab.babysit.diagnosis import diagnose
+from trainlab.babysit.monitors import Monitors
 from trainlab.callbacks import (
     EMA,
     Checkpointer,
@@ -39,9 +42,16 @@ from trainlab.classifier import (
     make_penalty,
 )
 from trainlab.config import dump_config
+from trainlab.data import load_data
+from trainlab.data.loader import TensorLoader
 from trainlab.device import resolve_device
+from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError
+from trainlab.evaluate import evaluate
 from trainlab.io import read_jsonl, write_json
+from trainlab.optim import build_optimizer, is_full_batch
+from trainlab.report import write_report
+from trainlab.schedules import build_scheduler
 from trainlab.train import Callback, Trainer
 
 
@@ -67,8 +77,6 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 def full_batch_overrides(cfg: dict, n_train: int, say: Callable[[str], None]) -> dict:
     """L-BFGS is a full-batch, deterministic method: no minibatches, no dropout, no augmentation."""
-    from trainlab.optim import is_full_batch
-
     if not is_full_batch(cfg):
         return cfg
     cfg = copy.deepcopy(cfg)
@@ -95,10 +103,6 @@ class Prepared:
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
             data=None) -> Prepared:
     """Seed, load data onto the device, build (or adopt) the model and the batch loader."""
-    from trainlab.augmentation import build_augment
-    from trainlab.data import load_data
-    from trainlab.data.loader import TensorLoader
-
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     data = data if data is not None else load_data(cfg)
@@ -129,8 +133,6 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
 
 
 def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
-    from trainlab.evaluate import evaluate
-
     def evaluate_val(model: nn.Module) -> dict:
         if p.data.val_y is None or len(p.data.val_y) == 0:
             return {}
@@ -147,9 +149,6 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
 
     ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
     can make them later from the files)."""
-    from trainlab.optim import build_optimizer, is_full_batch
-    from trainlab.schedules import build_scheduler
-
     out = Path(out)
     prepare_run_dir(out, resume)
     t_start = time.perf_counter()
@@ -165,12 +164,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if tc["early_stopping"] > 0:
         cbs.append(EarlyStopping(tc["early_stopping"]))
     if cfg["monitor"]["every"] > 0:
-        from trainlab.babysit.monitors import Monitors
-
         cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
     if tc["snapshots"] > 0:
-        from trainlab.ensemble import SnapshotSaver
-
         cbs.append(SnapshotSaver(cfg, len(p.loader), out, meta))
     cbs += list(callbacks)
     cbs.append(MetricsLogger(out, tc["log_every"]))
@@ -204,9 +199,6 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
 def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Callable[[str], None],
                extra_summary: dict, report: bool) -> dict:
     """Best weights → test metrics, summary.json, plots and report."""
-    from trainlab.evaluate import evaluate
-    from trainlab.report import write_report
-
     cfg, data, model, state = p.cfg, p.data, p.model, trainer.state
     # Test the best-on-validation weights; a run that diverged before any epoch finished has no
     # best.pt, and its current weights are garbage, so it falls back on last.pt (the last good state).
@@ -255,8 +247,6 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
 
 def diagnose_run(out: Path, summary: dict, trainer: Trainer, p: Prepared) -> list[dict]:
     """The verdicts of the curve diagnosis (SPEC §4): see trainlab.babysit.diagnosis."""
-    from trainlab.babysit.diagnosis import diagnose
-
     return diagnose(out, summary, trainer.state, p.cfg)
 
 

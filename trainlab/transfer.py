@@ -49,8 +49,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainlab.classifier import PreprocessedModel
+from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint
+from trainlab.classifier import PreprocessedModel, count_params, load_classifier
+from trainlab.config import load_config
+from trainlab.data import load_data
 from trainlab.errors import UserError
+from trainlab.models import build_model
+from trainlab.preprocessing import PREPROCESSORS
+from trainlab.run import default_out_dir, prepare_run_dir, train_run
 from trainlab.schema import defaults
 
 # Data sets whose images come from the same source, so features learned on one describe the
@@ -120,9 +126,6 @@ def unwrap_state_dict(obj: dict, path: str) -> dict:
 def model_from_state_dict(state: dict, cfg: dict, data, path: str, say: Callable[[str], None]) -> PreprocessedModel:
     """A trainlab model built from ``cfg`` (for the new number of classes) with the backbone
     weights of a plain state dict; everything but the head must match the architecture."""
-    from trainlab.models import build_model
-    from trainlab.preprocessing import PREPROCESSORS
-
     pre_state = {k[len("preprocess."):]: v for k, v in state.items() if k.startswith("preprocess.")}
     net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} if pre_state else state
     pre = PREPROCESSORS.get(cfg["preprocess"]["name"])(cfg["preprocess"])
@@ -153,8 +156,6 @@ def model_from_state_dict(state: dict, cfg: dict, data, path: str, say: Callable
 def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print) -> tuple[dict, dict]:
     """(checkpoint or state dict, cfg to train with): for a trainlab checkpoint the config's
     architecture and preprocessing are replaced by the source's."""
-    from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint
-
     ckpt = load_checkpoint(path)
     if is_trainlab_checkpoint(ckpt):
         return ckpt, adopt_source_architecture(cfg, ckpt["config"], say)
@@ -163,9 +164,6 @@ def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print)
 
 def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], None] = print) -> Source:
     """The source model with its weights, checked against the new data."""
-    from trainlab.checkpoint import is_trainlab_checkpoint
-    from trainlab.classifier import load_classifier
-
     if not is_trainlab_checkpoint(ckpt):
         model = model_from_state_dict(ckpt, cfg, data, path, say)
         head = ckpt.get("head.weight", ckpt.get("net.head.weight"))
@@ -185,8 +183,6 @@ def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], No
 def replace_head(model: PreprocessedModel, cfg_model: dict, num_classes: int, seed: int) -> None:
     """Swap in a new head for ``num_classes`` classes, initialised exactly as a fresh model's head
     (the lecture: "reinitialize this last matrix randomly")."""
-    from trainlab.models import build_model
-
     net = model.net
     torch.manual_seed(seed)
     fresh = build_model(cfg_model, net.input_shape, num_classes)
@@ -314,10 +310,6 @@ def apply_strategy(model: PreprocessedModel, strategy: str,
 def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[[str], None] = print) -> dict:
     """Transfer the backbone at ``source_path`` to the data of ``cfg``; train into run directory
     ``out`` with train_run; return summary.json (with its ``transfer`` entry)."""
-    from trainlab.classifier import count_params
-    from trainlab.data import load_data
-    from trainlab.run import prepare_run_dir, train_run
-
     prepare_run_dir(Path(out), resume=False)  # fail before loading anything
     ckpt, cfg = load_source(source_path, cfg, say)
     data = load_data(cfg)
@@ -343,9 +335,6 @@ def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[
 
 
 def cmd_finetune(args) -> int:
-    from trainlab.config import load_config
-    from trainlab.run import default_out_dir
-
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else default_out_dir(cfg, "finetune")
     finetune(cfg, args.source, out)

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import torch
 
+from trainlab.babysit.gradcheck import GRADCHECK_TOLERANCE, gradcheck_module
+from trainlab.callbacks import DivergenceGuard
+from trainlab.classifier import make_loss, make_penalty
+from trainlab.config import dump_config
+from trainlab.data import load_data
+from trainlab.data.loader import TensorLoader
+from trainlab.evaluate import evaluate
 from trainlab.io import write_json
+from trainlab.optim import build_optimizer, is_full_batch
+from trainlab.run import prepare
 from trainlab.train import Callback, Trainer
 
 # Logits with standard deviation s at initialisation give an expected cross-entropy of about
@@ -77,9 +86,6 @@ def mean_loss(model, loss_fn: Callable, penalty: Callable | None, x: torch.Tenso
 def check_initial_loss(cfg: dict, data, say) -> list[dict]:
     """(a) data loss at initialisation, regularisation off, within INITIAL_LOSS_TOLERANCE of ln C;
     (b) the same model's loss with a weight penalty switched on is higher."""
-    from trainlab.classifier import make_loss, make_penalty
-    from trainlab.run import prepare
-
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
     x, y = p.data.train_x[:INITIAL_LOSS_SAMPLES], p.data.train_y[:INITIAL_LOSS_SAMPLES]
@@ -123,13 +129,6 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
     """Train a fresh model, regularisation off and at a constant rate, on OVERFIT_BATCHES
     minibatches of OVERFIT_BATCH_SIZE training images: it must reach OVERFIT_TARGET accuracy on
     them within OVERFIT_STEPS updates."""
-    from trainlab.callbacks import DivergenceGuard
-    from trainlab.classifier import make_loss
-    from trainlab.data.loader import TensorLoader
-    from trainlab.evaluate import evaluate
-    from trainlab.optim import build_optimizer, is_full_batch
-    from trainlab.run import prepare
-
     off = sanity_config(cfg)
     p = prepare(off, say, data=data)
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -165,10 +164,6 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
 
 def check_gradients(cfg: dict, data, say) -> dict:
     """Gradient check of the model and the loss (with the configured penalty) on a few images."""
-    from trainlab.babysit.gradcheck import GRADCHECK_TOLERANCE, gradcheck_module
-    from trainlab.classifier import make_loss, make_penalty
-    from trainlab.run import prepare
-
     p = prepare(cfg, say, data=data)
     x, y = p.data.train_x[:GRADCHECK_SAMPLES], p.data.train_y[:GRADCHECK_SAMPLES]
     data_loss = make_loss(cfg)
@@ -205,9 +200,6 @@ def format_table(results: list[dict]) -> str:
 
 def run_checks(cfg: dict, out: str | Path, say: Callable[[str], None] = print) -> list[dict]:
     """Every sanity check on the setup ``cfg`` describes; writes ``out/checks.json`` and prints a table."""
-    from trainlab.config import dump_config
-    from trainlab.data import load_data
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")

@@ -17,37 +17,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainlab.arguments import add_config_args, config_from_args
 from trainlab.babysit.checks import run_checks
 from trainlab.babysit.lr_find import MAX_LR, MIN_LR, STEPS, lr_find
+from trainlab.run import default_out_dir
 
 
 def out_dir(args, cfg: dict, command: str) -> Path:
-    from trainlab.run import default_out_dir
-
     if args.out:
         return Path(args.out)
     return default_out_dir(cfg, command)
 
 
 def cmd_check(args) -> int:
-    from trainlab.cli import config_from_args
-
     cfg = config_from_args(args)
     results = run_checks(cfg, out_dir(args, cfg, "check"))
     return 0 if all(r["passed"] for r in results) else 1
 
 
 def cmd_lr_find(args) -> int:
-    from trainlab.cli import config_from_args
-
     cfg = config_from_args(args)
     lr_find(cfg, out_dir(args, cfg, "lr-find"), steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr)
     return 0
 
 
 def register(subparsers) -> None:
-    from trainlab.cli import add_config_args
-
     p = subparsers.add_parser("check", help="sanity checks: initial loss vs ln C, overfit a small sample, gradient check")
     add_config_args(p)
     p.add_argument("--out", help="where checks.json goes (default runs/<data>-<model>-<time>-check)")

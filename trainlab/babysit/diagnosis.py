@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from trainlab.io import read_jsonl
+from trainlab.optim import base_lr
 
 # --- thresholds -----------------------------------------------------------------------------------
 
@@ -370,8 +371,6 @@ def start_loss(steps: list[dict], history: list[dict], summary: dict) -> float:
 
 def diagnose(run_dir: Path, summary: dict, state, cfg: dict) -> list[dict]:
     """Verdicts for a finished run (SPEC §8 codes), healthy only when nothing else fires."""
-    from trainlab.optim import base_lr
-
     records = read_jsonl(Path(run_dir) / "metrics.jsonl")
     steps = [r for r in records if r.get("kind") == "step"]
     monitors = [r for r in records if r.get("kind") == "monitor"]

@@ -29,7 +29,13 @@ from pathlib import Path
 
 import torch
 
+from trainlab.classifier import make_loss, make_penalty
+from trainlab.config import dump_config
+from trainlab.errors import UserError
 from trainlab.io import write_json
+from trainlab.optim import base_lr, build_optimizer, is_full_batch
+from trainlab.plots import plt, save_figure
+from trainlab.run import prepare
 from trainlab.train import Callback, StepInfo, Trainer
 
 MIN_LR, MAX_LR, STEPS = 1e-7, 10.0, 100
@@ -109,10 +115,6 @@ def analyse(lrs: list[float], losses: list[float], configured_lr: float) -> dict
 
 def plot_lr_find(result: dict, path: Path) -> Path:
     """Loss (points) and smoothed loss (line) against the rate on a log axis, with the regions."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     lrs, losses, smoothed = result["lrs"], result["losses"], result["smoothed"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.scatter(lrs, losses, s=8, alpha=0.35, label="loss per step")
@@ -138,12 +140,6 @@ def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, step
             min_lr: float = MIN_LR, max_lr: float = MAX_LR) -> dict:
     """Run the range test for the setup ``cfg`` describes; writes ``out/lr_find.json``
     (``suggested_lr``, ``lrs``, ``losses``, ``smoothed``, regions, verdict) and ``out/plots/lr_find.png``."""
-    from trainlab.classifier import make_loss, make_penalty
-    from trainlab.config import dump_config
-    from trainlab.errors import UserError
-    from trainlab.optim import base_lr, build_optimizer, is_full_batch
-    from trainlab.run import prepare
-
     if not 0 < min_lr < max_lr:
         raise UserError(f"lr-find needs 0 < min_lr < max_lr, got {min_lr:g} and {max_lr:g}")
     if steps < 2:

@@ -30,7 +30,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from trainlab.babysit.diagnosis import HEALTHY_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, monitor_verdicts
+from trainlab.callbacks import MetricsLogger
 from trainlab.io import append_jsonl, read_jsonl
+from trainlab.optim import base_lr
+from trainlab.plots import plt, save_figure
 from trainlab.train import Callback, StepInfo, Trainer
 
 # Saturation thresholds: at |tanh(x)| = 0.99 the local gradient 1 − tanh² is 0.02, and at
@@ -199,8 +203,6 @@ class Monitors(Callback):
     name = "monitors"
 
     def __init__(self, cfg: dict, probe_x: torch.Tensor, run_dir: str | Path):
-        from trainlab.optim import base_lr
-
         m = cfg["monitor"]
         self.every, self.bins, self.warn, self.plots = m["every"], m["bins"], m["warn"], m["plots"]
         self.probe_x, self.run_dir, self.base_lr = probe_x, Path(run_dir), base_lr(cfg)
@@ -235,8 +237,6 @@ class Monitors(Callback):
 
     def to_tensorboard(self, trainer: Trainer, record: dict) -> None:
         """Into the metrics logger's TensorBoard writer (one event stream per run)."""
-        from trainlab.callbacks import MetricsLogger
-
         writer = getattr(trainer.callback(MetricsLogger), "writer", None)
         if writer is None:
             return
@@ -257,8 +257,6 @@ class Monitors(Callback):
 
     def warn_live(self, record: dict) -> None:
         """Print each kind of problem once, when a monitor first sees it."""
-        from trainlab.babysit.diagnosis import monitor_verdicts
-
         for v in monitor_verdicts(record, self.base_lr):
             if v["code"] not in self.warned:
                 self.warned.add(v["code"])
@@ -283,8 +281,6 @@ def monitor_records(run_dir: str | Path) -> list[dict]:
 
 
 def _depth_colors(n: int):
-    import matplotlib.pyplot as plt
-
     return [plt.cm.viridis(i / max(n - 1, 1)) for i in range(n)]
 
 
@@ -309,10 +305,6 @@ def _lines(ax, series: dict[str, tuple[list, list]]) -> None:
 
 def plot_activation_histograms(records: list[dict], path: Path) -> Path:
     """One panel per layer: the histogram at the first and at the last monitored step."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     first, last = records[0]["layers"], records[-1]["layers"]
     n = len(first)
     cols = min(n, 4)
@@ -339,10 +331,6 @@ def plot_activation_histograms(records: list[dict], path: Path) -> Path:
 def plot_activation_std(records: list[dict], path: Path) -> Path:
     """Left: std per layer (the lecture's figure) at the first and last monitored step.
     Right: each layer's std over training."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for r, style in ((records[0], "o-"), (records[-1], "s--")):
         stds = [layer["std"] for layer in r["layers"]]
@@ -358,10 +346,6 @@ def plot_activation_std(records: list[dict], path: Path) -> Path:
 
 def plot_unit_health(records: list[dict], path: Path) -> Path | None:
     """Fraction of dead ReLU units and of saturated tanh/sigmoid outputs per layer over training."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     dead, saturated = _series(records, "layers", "dead_fraction"), _series(records, "layers", "saturated_fraction")
     if not dead and not saturated:
         return None
@@ -374,15 +358,6 @@ def plot_unit_health(records: list[dict], path: Path) -> Path | None:
 
 def plot_update_ratios(records: list[dict], path: Path) -> Path | None:
     """‖ΔW‖/‖W‖ of each weight tensor over training, log axis, with the healthy band around 1e-3."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.babysit.diagnosis import (
-        HEALTHY_UPDATE_RATIO,
-        UPDATE_RATIO_HIGH,
-        UPDATE_RATIO_LOW,
-    )
-    from trainlab.report import save_figure
-
     series = _series(records, "params", "update_ratio", keep=lambda p: len(p["shape"]) >= 2)
     series = {k: v for k, v in series.items() if any(y > 0 for y in v[1])}
     if not series:
@@ -398,10 +373,6 @@ def plot_update_ratios(records: list[dict], path: Path) -> Path | None:
 
 def plot_grad_norms(records: list[dict], path: Path) -> Path | None:
     """‖∂L/∂W‖ of each weight tensor over training, log axis."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     series = _series(records, "params", "grad_norm", keep=lambda p: len(p["shape"]) >= 2)
     series = {k: v for k, v in series.items() if any(y > 0 for y in v[1])}
     if not series:
@@ -446,10 +417,6 @@ def filter_grid(filters: torch.Tensor, max_filters: int = 64, columns: int = 8) 
 
 
 def plot_first_layer_filters(model: nn.Module, net_input_shape: tuple, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     filters = first_layer_filters(model, net_input_shape)
     if filters is None:
         return None

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from trainlab.data.download import download_file
+from trainlab.data.split import stratified_split
 from trainlab.errors import UserError
 from trainlab.registry import Registry
 
@@ -184,8 +185,6 @@ def load_digits(root: Path, path: Path | None, download: bool, image_size: int) 
     """
     # Imported here: scikit-learn takes a second or two to import and only this data set needs it.
     from sklearn.datasets import load_digits as sklearn_digits
-
-    from trainlab.data.split import stratified_split
 
     digits = sklearn_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]

@@ -21,6 +21,8 @@ from trainlab.lab.common import (
     claim,
     experiment,
 )
+from trainlab.optim import base_lr
+from trainlab.plots import plt, save_figure
 
 BATCHES = [16, 32, 64, 128, 256, 512]
 REFERENCE = 32  # the batch the base rate is meant for
@@ -65,10 +67,6 @@ def batch_claims(table: dict, batches: list[int], base_lrs: list[float], warmup:
 
 
 def plot_batches(table: dict, batches: list[int], base_lrs: list[float], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, axes = plt.subplots(1, len(base_lrs), figsize=(6 * len(base_lrs), 4), squeeze=False)
     for ax, lr in zip(axes[0], base_lrs):
         for i, v in enumerate(VARIANTS):
@@ -85,8 +83,6 @@ def plot_batches(table: dict, batches: list[int], base_lrs: list[float], path: P
 
 @experiment("batch-size", "the linear learning-rate scaling rule, with and without warm-up, across batch sizes")
 def batch_size(ctx: LabContext) -> LabResult:
-    from trainlab.optim import base_lr
-
     batches, base_lrs = ctx.size(BATCHES, [32, 256]), ctx.size(BASE_LRS, [0.05])
     defaults = DEFAULTS + ctx.size([], QUICK)
     table, rows = {}, []

@@ -23,6 +23,7 @@ from trainlab.lab.common import (
     experiment,
     steps_to_target,
 )
+from trainlab.plots import plt, save_figure
 
 NORMS = ["none", "batch"]
 LRS = [0.003, 0.03, 0.3, 3.0]
@@ -64,10 +65,6 @@ def batchnorm_claims(grid: dict, lrs: list[float], stds: list[float], steps: dic
 
 
 def plot_grid(grid: dict, lrs: list[float], stds: list[float], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, norm in zip(axes, NORMS):
         m = np.array([[grid[norm, lr, s] for lr in lrs] for s in stds])

@@ -11,17 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from trainlab.errors import UserError
+from trainlab.lab import EXPERIMENTS, run_experiment
+
 # The lab's models are small: on a CPU, intra-op threads spend more time synchronising than
 # computing (a 2-stage conv net step on 8x8 digits: 8 ms on 1 thread, 95 ms on 2 busy cores).
 DEFAULT_THREADS = 1
 
 
 def cmd_lab(args) -> int:
-    import torch
-
-    from trainlab.errors import UserError
-    from trainlab.lab import EXPERIMENTS, run_experiment
-
     if args.name == "list":
         width = max(map(len, EXPERIMENTS.names()))
         for name in EXPERIMENTS:

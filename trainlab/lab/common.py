@@ -21,12 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import numpy as np
 import torch
 
+from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
+from trainlab.config import load_config
+from trainlab.data import load_data_cached
 from trainlab.errors import UserError
 from trainlab.io import write_json
+from trainlab.plots import moving_average, plt, save_figure
 from trainlab.registry import Registry
+from trainlab.report import write_report
+from trainlab.run import train_run
 from trainlab.train import Callback, StepInfo
 
 EXPERIMENTS: Registry = Registry("lab experiment")
@@ -120,8 +128,6 @@ class StepRecorder(Callback):
 def steps_to_target(errors: list[float], target: float, window: int) -> int | None:
     """The first update (1-based) at which the trailing mean of the last ``window`` minibatch
     errors is ≤ ``target``; None if it never is. The mean smooths single lucky minibatches."""
-    from trainlab.report import moving_average
-
     smooth = moving_average(errors, window)
     hits = np.nonzero(smooth[window - 1:] <= target)[0] if len(smooth) >= window else []
     return int(hits[0]) + window if len(hits) else None
@@ -140,9 +146,6 @@ class Trial:
 
     def load_model(self) -> torch.nn.Module:
         """The run's best weights (checkpoints/best.pt), in eval mode, on the CPU."""
-        from trainlab.checkpoint import load_checkpoint
-        from trainlab.classifier import load_classifier
-
         return load_classifier(load_checkpoint(self.run_dir / "checkpoints" / "best.pt")).eval()
 
     @property
@@ -187,21 +190,15 @@ class LabContext:
 
     def config(self, defaults: list[str], *variant: str) -> dict:
         """A validated config: lab base, experiment ``defaults``, user overrides, then ``variant``."""
-        from trainlab.config import load_config
-
         return load_config(None, LAB_BASE + list(defaults) + list(self.overrides) + list(variant))
 
     def data(self, cfg: dict):
         """The data bundle for ``cfg``, loaded once per distinct ``data`` section and seed."""
-        from trainlab.data import load_data_cached
-
         return load_data_cached(cfg, self._data)
 
     def train(self, name: str, cfg: dict, callbacks: list[Callback] = (), data=None) -> dict:
         """``train_run`` into ``runs/<name>`` of the experiment directory (on ``data``, default
         :meth:`data`); returns its summary."""
-        from trainlab.run import train_run
-
         self.say(f"  training {name}")
         return train_run(cfg, self.out / "runs" / name, data=data if data is not None else self.data(cfg),
                          callbacks=list(callbacks), say=lambda msg: None)
@@ -250,10 +247,6 @@ def plot_curves(series: dict[str, list[float]], path: Path, title: str, ylabel: 
                 log: bool = False, target: float | None = None) -> Path:
     """One line per variant: the trailing mean over ``window`` steps of a per-step quantity
     (minibatch loss or error: single steps are too noisy to compare)."""
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import moving_average, save_figure
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (label, values) in enumerate(series.items()):
         ax.plot(range(1, len(values) + 1), moving_average(values, window), color=f"C{i % 10}", lw=1.5, label=label)
@@ -302,7 +295,6 @@ def results_markdown(name: str, result: LabResult, out: Path) -> str:
 def write_tensorboard(out: Path, name: str, result: LabResult, markdown: str) -> None:
     """DIR/tensorboard: the curves as scalars, the results as text, the plots as images
     (each training run also has its own events under runs/<variant>/tensorboard)."""
-    import matplotlib.image as mpimg
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -321,8 +313,6 @@ def write_tensorboard(out: Path, name: str, result: LabResult, markdown: str) ->
 
 def write_results(ctx: LabContext, name: str, result: LabResult, seconds: float) -> dict:
     """results.json, results.md, TensorBoard events and report.html in ``ctx.out``."""
-    from trainlab.report import write_report
-
     out = ctx.out
     record = {
         "experiment": name, "title": result.title, "quick": ctx.quick, "overrides": ctx.overrides,

@@ -25,6 +25,7 @@ from trainlab.lab.common import (
     claim,
     experiment,
 )
+from trainlab.plots import plt, save_figure
 from trainlab.regularization import Dropout
 
 P = 0.5  # "0.5 is common"
@@ -132,10 +133,6 @@ def graded_forgotten(inflation: float, scaled: dict, unscaled: dict) -> str:
 
 
 def plot_mc(rows: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     mc = [rows[f"Monte Carlo, {k} masks"] for k in MC_PASSES]
     scaled = rows["test-time scaling (inverted dropout)"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))

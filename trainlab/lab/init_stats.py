@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainlab.babysit.monitors import activation_stats
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -24,6 +25,8 @@ from trainlab.lab.common import (
     claim,
     experiment,
 )
+from trainlab.models import build_model
+from trainlab.plots import plt, save_figure
 
 # label → (model.* overrides, the slide's words for it)
 CONFIGS = {
@@ -44,9 +47,6 @@ DEPTH, WIDTH, INPUTS, BINS = 6, 4096, 16, 40
 def stack_stats(cfg: dict, width: int, seed: int) -> list[dict]:
     """Per-layer statistics of a freshly initialised ``DEPTH`` x ``width`` mlp on ``INPUTS``
     standard-normal inputs (the slides' ``x = np.random.randn(16, dims[0])``)."""
-    from trainlab.babysit.monitors import activation_stats
-    from trainlab.models import build_model
-
     torch.manual_seed(seed)
     model = build_model(cfg["model"], (width,), 10).eval()
     x = torch.randn(INPUTS, width, generator=torch.Generator().manual_seed(seed))
@@ -76,10 +76,6 @@ def verdict_for(label: str, layers: list[dict]) -> tuple[str, str]:
 
 
 def plot_histograms(stats: dict[str, list[dict]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     rows, cols = len(stats), max(len(v) for v in stats.values())
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 1.6 * rows), squeeze=False)
     for r, (label, layers) in enumerate(stats.items()):
@@ -98,10 +94,6 @@ def plot_histograms(stats: dict[str, list[dict]], path: Path) -> Path:
 
 
 def plot_stds(stats: dict[str, list[dict]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (label, layers) in enumerate(stats.items()):
         ax.semilogy(range(1, len(layers) + 1), [max(l["std"], 1e-12) for l in layers], "o-", color=f"C{i}", label=label)

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainlab.classifier import build_classifier
+from trainlab.evaluate import evaluate
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -31,6 +33,8 @@ from trainlab.lab.common import (
     experiment,
     times,
 )
+from trainlab.optim import OPTIMIZERS
+from trainlab.plots import plt, save_figure
 
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MINIBATCH = 64
@@ -50,9 +54,6 @@ def optimise(cfg: dict, data, optimiser: str, lr: float, batch: int | None, pass
     """Train a fresh model (trainlab's ``build_classifier``: preprocessing + net) with
     ``optimiser`` until ``passes`` passes' worth of gradient evaluations are used; ``batch`` None
     is the full batch. Returns the full-batch training loss after each step, against passes."""
-    from trainlab.classifier import build_classifier
-    from trainlab.optim import OPTIMIZERS
-
     torch.manual_seed(seed)
     x, y = data.train_x.cpu(), data.train_y.cpu()
     model = build_classifier(cfg, data.input_shape, data.num_classes, x_train=x)
@@ -121,10 +122,6 @@ def graded_ratio(r: float) -> str:
 
 
 def plot_losses(runs: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (name, run) in enumerate(runs.items()):
         used, loss = zip(*run["curve"])
@@ -137,8 +134,6 @@ def plot_losses(runs: dict, path: Path) -> Path:
 
 @experiment("lbfgs", "full-batch L-BFGS vs Adam on a small deterministic problem, and both with minibatch noise")
 def lbfgs(ctx: LabContext) -> LabResult:
-    from trainlab.evaluate import evaluate
-
     cfg = ctx.config(DEFAULTS + ctx.size([], QUICK))
     data = ctx.data(cfg)
     passes, lrs = ctx.size(60, 3), ctx.size(ADAM_LRS, [1e-2])

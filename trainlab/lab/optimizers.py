@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from trainlab.config import defaults
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -33,6 +34,8 @@ from trainlab.lab.common import (
     ratio,
     times,
 )
+from trainlab.optim import OPTIMIZERS
+from trainlab.plots import moving_average, plt, save_figure
 
 OPTIMISERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
 # Log-spaced, wide enough that every optimiser's best rate is inside (sgd is stable below
@@ -106,9 +109,6 @@ def run_path(surface: Surface, optimiser: str, lr: float, steps: int, seed: int 
     added random uniform noise to the gradient at every point"; Gaussian here). Stops early,
     padding with NaN, when the loss blows up.
     """
-    from trainlab.config import defaults
-    from trainlab.optim import OPTIMIZERS
-
     p = torch.tensor(surface.start, dtype=torch.float64, requires_grad=True)
     opt = OPTIMIZERS.get(optimiser)([p], defaults()["optim"], lr)
     gen = torch.Generator().manual_seed(seed)
@@ -138,8 +138,6 @@ def steps_within(gaps: np.ndarray, tolerance: float, noisy: bool = False) -> int
     high constant rate) does not count as converged. A noisy path never stays below any level, so
     there its trailing mean over :data:`NOISE_WINDOW` steps is what must stay below.
     """
-    from trainlab.report import moving_average
-
     if np.isnan(gaps).any():
         return None
     level = moving_average(gaps, NOISE_WINDOW) if noisy else gaps
@@ -180,10 +178,6 @@ def best_rate(surface: Surface, optimiser: str, grid: list[float], steps: int, s
 
 
 def plot_paths(surface_runs: dict, plot: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, (surface, runs) in zip(axes.flat, surface_runs.items()):
         x0, x1, y0, y1 = surface.extent
@@ -202,10 +196,6 @@ def plot_paths(surface_runs: dict, plot: Path) -> Path:
 
 
 def plot_gaps(surface_runs: dict, plot: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, axes = plt.subplots(2, 2, figsize=(12, 7))
     for ax, (surface, runs) in zip(axes.flat, surface_runs.items()):
         for i, (name, run) in enumerate(runs.items()):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from trainlab.evaluate import evaluate
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -20,6 +23,7 @@ from trainlab.lab.common import (
     experiment,
     median,
 )
+from trainlab.plots import plt, save_figure
 
 # name → config overrides. Strengths are the usual defaults scaled to 8x8 images (crop by 1 px,
 # a 4x4 cutout hole: half the side, as DeVries and Taylor's 16 px on 32 px CIFAR).
@@ -42,8 +46,6 @@ QUICK = ["data.per_class=10", "train.epochs=3", "model.width=8"]
 def clean_train_acc(trial, data) -> float:
     """Accuracy on the (un-augmented) training split in eval mode: the side of the gap the
     training log cannot give when augmentation or mixup changed every training batch."""
-    from trainlab.evaluate import evaluate
-
     return evaluate(trial.load_model(), data.train_x.cpu(), data.train_y.cpu(), data.num_classes)["acc"]
 
 
@@ -69,11 +71,6 @@ def regularization_claims(rows: dict) -> list[dict]:
 
 
 def plot_gaps(rows: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from trainlab.report import save_figure
-
     names = list(rows)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(9, 4))

@@ -20,6 +20,8 @@ from trainlab.lab.common import (
     median,
     plot_curves,
 )
+from trainlab.plots import plt, save_figure
+from trainlab.schedules import schedule_curve
 
 # name → the schedule.* overrides that make it; every one runs the same epochs at the same base rate.
 SCHEDULES = {
@@ -65,10 +67,6 @@ def schedule_claims(rows: dict) -> list[dict]:
 
 
 def plot_rates(rates: dict[str, list[float]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.report import save_figure
-
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for i, (name, curve) in enumerate(rates.items()):
         ax.plot(range(len(curve)), curve, color=f"C{i}", lw=1.5, label=name)
@@ -79,8 +77,6 @@ def plot_rates(rates: dict[str, list[float]], path: Path) -> Path:
 
 @experiment("schedules", "constant, step, cosine, linear, inverse sqrt, warm-up and SGDR on the same budget")
 def schedules(ctx: LabContext) -> LabResult:
-    from trainlab.schedules import schedule_curve
-
     seeds = ctx.size(3, 1)
     defaults = DEFAULTS + ctx.size([], QUICK)
     rows, curves, rates = {}, {}, {}

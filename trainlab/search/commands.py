@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trainlab.cli import add_config_args, config_from_args
+from trainlab.arguments import add_config_args, config_from_args
+from trainlab.search.space import check_space, load_space
+from trainlab.search.stages import PRUNERS, SAMPLERS, STAGES, SearchOptions, run_search
+from trainlab.search.tune import TuneFailed, tune
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    from trainlab.search.stages import PRUNERS, SAMPLERS, STAGES
-
     p.add_argument("--trials", type=int, help="trials per coarse (or single) round (default 20; grid: the grid's size)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per coarse trial (default 2: the lectures' 1-5)")
     p.add_argument("--refine-trials", type=int, help="trials in the refine round (default half of --trials)")
@@ -37,8 +38,6 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args):
-    from trainlab.search.stages import SearchOptions
-
     return SearchOptions(trials=args.trials, epochs=args.epochs, refine_trials=args.refine_trials,
                          refine_epochs=args.refine_epochs, stages=args.stages, sampler=args.sampler,
                          grid_points=args.grid_points, pruner=args.pruner, storage=args.storage, study=args.study,
@@ -46,9 +45,6 @@ def options_from_args(args):
 
 
 def cmd_search(args) -> int:
-    from trainlab.search.space import check_space, load_space
-    from trainlab.search.stages import run_search
-
     cfg = config_from_args(args)
     space = load_space(args.space)
     check_space(space, cfg, source=f"search space {args.space!r}")
@@ -59,8 +55,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from trainlab.search.tune import TuneFailed, tune
-
     cfg = config_from_args(args)
     try:
         tune(cfg, Path(args.out), space_path=args.space, budget=args.budget, workers=args.workers,

@@ -20,14 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from trainlab.config import dump_config
+from trainlab.config import cfg_with, dump_config
 from trainlab.io import read_jsonl, write_json
+from trainlab.plots import embed_png, html_table, plt
 from trainlab.report import save_figure
 from trainlab.search.space import Space, encode_choice
 from trainlab.search.study import ranking, redact, round_trials
-from trainlab.search.trials import best_config
 
 STAGE_COLOURS = {"coarse": "C0", "refine": "C3", "single": "C0"}
 
@@ -82,6 +83,12 @@ def write_trials_csv(trials: list[FrozenTrial], space: Space, path: Path) -> Pat
     return path
 
 
+def best_config(base: dict, overrides: dict, epochs: int) -> dict:
+    """The best trial's config as a user would train it: the base config (progress bar and
+    monitors as the user set them) with the searched values and the trial's epochs."""
+    return cfg_with(base, {**overrides, "train.epochs": epochs})
+
+
 def write_best_yaml(base: dict, trial: FrozenTrial, study_name: str, path: Path) -> Path:
     cfg = best_config(base, trial.user_attrs["overrides"], trial.user_attrs["epochs"])
     dump_config(cfg, path)
@@ -96,8 +103,6 @@ def write_best_yaml(base: dict, trial: FrozenTrial, study_name: str, path: Path)
 def plot_param_scatter(trials: list[FrozenTrial], space: Space, plots: Path, best: FrozenTrial | None) -> list[Path]:
     """Validation accuracy against each hyperparameter: hollow markers for pruned trials (their
     accuracy when stopped), a star on the best; log x axis for log-uniform parameters."""
-    import matplotlib.pyplot as plt
-
     out = []
     for key, p in space.items():
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -142,9 +147,6 @@ def trial_curve(t: FrozenTrial) -> list[dict]:
 def plot_learning_curves(trials: list[FrozenTrial], plots: Path, top: int = 5) -> Path | None:
     """Train (dashed) and validation (solid) accuracy per epoch of the ``top`` trials of the last
     stage: the lectures' step 6, look at the curves (a gap is overfitting, no gap underfitting)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     last_stage = trials[-1].user_attrs.get("stage") if trials else None
     ranked = sorted((t for t in trials if t.user_attrs.get("stage") == last_stage and trial_value(t) is not None),
                     key=lambda t: (-trial_value(t), t.number))[:top]
@@ -181,8 +183,6 @@ def progress_curve(trials: list[FrozenTrial]) -> tuple[list[int], list[float]]:
 
 
 def plot_progress(trials: list[FrozenTrial], plots: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-
     xs, ys = progress_curve(trials)
     if not xs:
         return None
@@ -194,11 +194,9 @@ def plot_progress(trials: list[FrozenTrial], plots: Path) -> Path | None:
 
 def results_html(out: Path, summary: dict) -> str:
     """The search's section of a report: best trial, rounds, and the plots (embedded)."""
-    from trainlab.report import _img, _table
-
     best = summary.get("best") or {}
     parts = ["<h2>Hyperparameter search</h2>",
-             _table({"study": summary["study"], "storage": summary["storage"], "sampler": summary["sampler"],
+             html_table({"study": summary["study"], "storage": summary["storage"], "sampler": summary["sampler"],
                      "stages": summary["stages"], "trials": summary["counts"], "trial-epochs": summary["trial_epochs"],
                      "best trial": best.get("number"), "best validation accuracy": best.get("value")}),
              "<h3>Rounds</h3><table><tr><th>round</th><th>trials</th><th>epochs</th><th>ranges</th><th>widened after</th></tr>"]
@@ -208,9 +206,9 @@ def results_html(out: Path, summary: dict) -> str:
                      f"<td>{ranges}</td><td>{html.escape(', '.join(r.get('widened', [])))}</td></tr>")
     parts.append("</table>")
     if best:
-        parts.append("<h3>Best values</h3>" + _table(best.get("overrides", {})))
+        parts.append("<h3>Best values</h3>" + html_table(best.get("overrides", {})))
     pngs = [out / "plots" / name for name in summary.get("plots", [])]
-    parts.append("".join(_img(p) for p in pngs if p.exists()))
+    parts.append("".join(embed_png(p) for p in pngs if p.exists()))
     return "".join(parts)
 
 

@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.errors import UserError
+from trainlab.search.results import write_results
 from trainlab.search.space import (
     Space,
     grid_points,
@@ -228,8 +230,6 @@ def run_stage(storage, study: optuna.Study, job: SearchJob, stage: Stage, space:
 
 def _worker_process(job: SearchJob, index: int, threads: int) -> None:
     """Entry point of a spawned worker: its own storage connection, its share of the cores."""
-    import torch
-
     torch.set_num_threads(threads)
     try:
         search_worker(job, say=lambda msg: print(f"[worker {index}] {msg}", flush=True))
@@ -243,8 +243,6 @@ def run_search(base: dict, space: Space, out: str | Path, options: SearchOptions
     """Search, with ``options.workers`` processes on this machine sharing the study (this process
     is worker 0), then write trials.csv, best.yaml, search.json and the plots. Re-running the
     same search resumes it: finished trials count, and only the missing ones run."""
-    from trainlab.search.results import write_results
-
     out = Path(out)
     o = options.resolved(out)
     if base["data"]["val_fraction"] <= 0:
@@ -259,8 +257,6 @@ def run_search(base: dict, space: Space, out: str | Path, options: SearchOptions
         f"stages {o.stages}; pruner {o.pruner}; trials in {out / 'trials'}")
     children = []
     if o.workers > 1:
-        import torch
-
         threads = max(1, (os.cpu_count() or 1) // o.workers)
         torch.set_num_threads(threads)
         ctx = multiprocessing.get_context("spawn")  # fork would copy torch threads and DB connections

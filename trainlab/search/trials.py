@@ -10,7 +10,8 @@ from pathlib import Path
 
 import optuna
 
-from trainlab.config import flatten, validate
+from trainlab.config import cfg_with
+from trainlab.data import load_data_cached
 from trainlab.run import train_run
 from trainlab.train import Callback, Trainer
 
@@ -18,16 +19,8 @@ from trainlab.train import Callback, Trainer
 def trial_config(base: dict, overrides: dict, epochs: int, monitors: bool = False) -> dict:
     """The config a trial trains with. Trials are many and short: no progress bar, and no
     activation monitors unless asked for (they cost a forward pass on a probe batch)."""
-    flat = {**flatten(base), **overrides, "train.epochs": epochs, "train.progress": False}
-    if not monitors:
-        flat["monitor.every"] = 0
-    return validate(flat)
-
-
-def best_config(base: dict, overrides: dict, epochs: int) -> dict:
-    """The best trial's config as a user would train it: the base config (progress bar and
-    monitors as the user set them) with the searched values and the trial's epochs."""
-    return validate({**flatten(base), **overrides, "train.epochs": epochs})
+    quiet = {"train.progress": False} if monitors else {"train.progress": False, "monitor.every": 0}
+    return cfg_with(base, {**overrides, "train.epochs": epochs, **quiet})
 
 
 class ReportToOptuna(Callback):
@@ -62,8 +55,6 @@ def cached_data(cfg: dict):
     """Load the data set once per worker: every trial of a search splits it the same way (same
     seed and data keys), and reloading Fashion-MNIST for each trial would cost more than a
     short trial. One entry is kept: a search has one data set."""
-    from trainlab.data import load_data_cached
-
     return load_data_cached(cfg, _DATA, max_entries=1)
 
 

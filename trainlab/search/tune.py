@@ -28,9 +28,17 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.config import dump_config, flatten, resolve_paths, validate
+from trainlab.babysit import commands as babysit_commands
+from trainlab.checkpoint import load_checkpoint
+from trainlab.classifier import load_classifier
+from trainlab.config import cfg_with, dump_config, resolve_paths
+from trainlab.device import resolve_device
 from trainlab.errors import UserError
+from trainlab.evaluate import evaluate
 from trainlab.io import write_json
+from trainlab.plots import CSS, embed_png
+from trainlab.run import train_run
+from trainlab.search.results import results_html
 from trainlab.search.space import Param, Space, check_space, load_space, space_to_dict
 from trainlab.search.stages import SearchOptions, run_search
 from trainlab.search.trials import cached_data
@@ -126,9 +134,7 @@ def step_checks(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> None:
     the first iterations (the "hockey stick" of a too-confident softmax) but need not spoil the
     model, while a model that cannot even overfit a few minibatches will not learn the data set.
     """
-    from trainlab.babysit.commands import run_checks
-
-    results = run_checks(cfg, recipe.out / "checks", say=lambda msg: None)
+    results = babysit_commands.run_checks(cfg, recipe.out / "checks", say=lambda msg: None)
     by_name = {r["name"]: r for r in results}
     initial = [r for r in results if r["name"].startswith("initial_loss") or r["name"].startswith("loss_rises")]
     first = by_name["initial_loss"]
@@ -146,14 +152,12 @@ def step_checks(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> None:
 def step_lr_find(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> dict:
     """Step 3, the range test; its result is reused when the same config is tuned again (the
     search's ranges, and so its study, depend on it)."""
-    from trainlab.babysit.commands import lr_find
-
     folder = recipe.out / "lr_find"
     saved = folder / "lr_find.json"
     if saved.exists() and (folder / "config.yaml").exists() and yaml.safe_load((folder / "config.yaml").read_text()) == resolve_paths(cfg):
         found = json.loads(saved.read_text())
     else:
-        found = lr_find(cfg, folder, say=lambda msg: None)
+        found = babysit_commands.lr_find(cfg, folder, say=lambda msg: None)
     evidence = {k: found.get(k) for k in ("suggested_lr", "min_loss_lr", "too_low_below", "too_high_above", "verdict", "rule")}
     ok = found.get("suggested_lr") is not None
     recipe.record(3, ok, evidence, say, f"suggested optim.lr={found['suggested_lr']:.3g}; {found['verdict']}" if ok
@@ -190,9 +194,7 @@ def step_curves(best: dict, recipe: Recipe, say: Callable[[str], None]) -> list[
 def step_final(cfg: dict, best: dict, recipe: Recipe, say: Callable[[str], None], extra: dict) -> dict:
     """Step 7: the best values with the base config's full number of epochs, into final/
     (``cfg`` is the searched base: the user's config with step 3's rate)."""
-    from trainlab.run import train_run
-
-    final_cfg = validate({**flatten(cfg), **best["overrides"]})
+    final_cfg = cfg_with(cfg, best["overrides"])
     dump_config(final_cfg, recipe.out / "best.yaml")
     run_dir = recipe.out / "final"
     if (run_dir / "summary.json").exists():
@@ -216,11 +218,6 @@ def last_epoch_test_acc(cfg: dict, run_dir: Path) -> float | None:
     """Test accuracy of the weights after the last epoch (checkpoints/last.pt). The run reports
     best.pt's, the first epoch with the highest validation accuracy; on a small validation split
     many epochs tie, and the first of them can be an early, lucky one. Both are evidence."""
-    from trainlab.checkpoint import load_checkpoint
-    from trainlab.classifier import load_classifier
-    from trainlab.device import resolve_device
-    from trainlab.evaluate import evaluate
-
     data = cached_data(cfg)
     if data.test_y is None or len(data.test_y) == 0:
         return None
@@ -250,7 +247,7 @@ def tune(cfg: dict, out: Path, space_path: str | None = None, budget: str | dict
         step_checks(cfg, recipe, say)
         found = step_lr_find(cfg, recipe, say)
         lr = float(found["suggested_lr"])
-        search_cfg = validate({**flatten(cfg), "optim.lr": lr})  # the rate of step 3 unless the space varies it
+        search_cfg = cfg_with(cfg, {"optim.lr": lr})  # the rate of step 3 unless the space varies it
         space = user_space or default_space(cfg, found)
         check_space(space, search_cfg, source="tune's search space")
         data = cached_data(search_cfg)
@@ -299,9 +296,6 @@ def _short(v) -> str:
 
 def write_tune_report(out: Path, doc: dict) -> Path:
     """report.html: every step with its evidence, the range test, search and final plots embedded."""
-    from trainlab.report import CSS, _img
-    from trainlab.search.results import results_html
-
     parts = ["<h1>trainlab tune</h1>"]
     if doc.get("stopped_at"):
         parts.append(f'<div class="verdict"><b>stopped at step {doc["stopped_at"]}</b>: {html.escape(doc["error"])}</div>')
@@ -313,11 +307,11 @@ def write_tune_report(out: Path, doc: dict) -> Path:
         parts.append(f"<h2>Step {s['step']}: {html.escape(s['name'])} — {s['status']}</h2>"
                      f"<p>{html.escape(s['summary'])}</p>{_evidence_html(s['evidence'])}")
         if s["step"] == 3 and (out / "lr_find" / "plots" / "lr_find.png").exists():
-            parts.append(_img(out / "lr_find" / "plots" / "lr_find.png"))
+            parts.append(embed_png(out / "lr_find" / "plots" / "lr_find.png"))
         if s["step"] == 5 and (out / "search.json").exists():
             parts.append(results_html(out, json.loads((out / "search.json").read_text())))
         if s["step"] == 7:
-            parts.append("".join(_img(p) for p in sorted((out / "final" / "plots").glob("*.png"))))
+            parts.append("".join(embed_png(p) for p in sorted((out / "final" / "plots").glob("*.png"))))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>trainlab tune</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     path = out / "report.html"
