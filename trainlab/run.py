@@ -129,15 +129,31 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
 
 
 def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
+    """Each epoch's measurement of the current weights in eval mode, without augmentation:
+    ``train_loss``/``train_acc`` on a fixed, seeded, stratified subset of the training split
+    (``train.train_eval_size`` images) and ``val_loss``/``val_acc`` on the validation split.
+
+    The lectures' train/val gap compares the same model on both splits; the trainer's running
+    averages (``train_*_running``) mix a whole epoch of changing weights under dropout and
+    augmentation, and a one-epoch run's would sit far below its validation accuracy.
+    """
+    from trainlab.data.split import stratified_subset
     from trainlab.evaluate import evaluate
 
-    def evaluate_val(model: nn.Module) -> dict:
-        if p.data.val_y is None or len(p.data.val_y) == 0:
-            return {}
-        m = evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, p.cfg["train"]["eval_batch_size"])
-        return {"val_loss": m["loss"], "val_acc": m["acc"]}
+    batch = p.cfg["train"]["eval_batch_size"]
+    idx = stratified_subset(p.data.train_y, p.cfg["train"]["train_eval_size"], p.cfg["seed"])
+    whole = len(idx) == len(p.data.train_y)  # a small training split is measured whole, not copied
+    train_x, train_y = (p.data.train_x, p.data.train_y) if whole else (p.data.train_x[idx], p.data.train_y[idx])
 
-    return evaluate_val
+    def evaluate_train_and_val(model: nn.Module) -> dict:
+        m = evaluate(model, train_x, train_y, p.data.num_classes, batch)
+        record = {"train_loss": m["loss"], "train_acc": m["acc"]}
+        if p.data.val_y is not None and len(p.data.val_y):
+            m = evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, batch)
+            record.update(val_loss=m["loss"], val_acc=m["acc"])
+        return record
+
+    return evaluate_train_and_val
 
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
