@@ -170,3 +170,21 @@ def test_train_accuracy_is_measured_in_eval_mode_on_a_fixed_training_subset(tmp_
     m = evaluate(model, data.train_x[idx], data.train_y[idx], data.num_classes)
     assert record["train_acc"] == pytest.approx(m["acc"]) and record["train_loss"] == pytest.approx(m["loss"], rel=1e-5)
     assert record["train_acc_running"] != record["train_acc"] and "train_loss_running" in record
+
+
+def test_uint8_pixels_train_exactly_as_floats(tmp_path):
+    """A run on uint8 pixels (converted batch by batch on the device: the loader for training, the
+    model for evaluation) gives the same numbers as one on the float32 copy in [0, 1]."""
+    from tests.test_data import write_mnist
+    from trainlab.data import load_data
+
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    cfg = tiny_cfg("data.name=mnist", f"data.root={tmp_path}", "data.download=false", "data.val_fraction=0.25",
+                   "train.epochs=2", "augment.names=[crop]", "train.train_eval_size=20")
+    runs = {}
+    for pixels in (False, True):
+        data = load_data(cfg, pixels=pixels)
+        assert data.train_x.dtype == (torch.uint8 if pixels else torch.float32)
+        runs[pixels] = train_run(cfg, tmp_path / f"run-{pixels}", data=data, say=quiet, report=False)
+    for key in ("test_loss", "test_acc", "train_acc", "best_val_acc"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-6), key

@@ -94,10 +94,15 @@ class Prepared:
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
             data=None) -> Prepared:
-    """Seed, load data onto the device, build (or adopt) the model and the batch loader."""
+    """Seed, load data onto the device, build (or adopt) the model and the batch loader.
+
+    Images may be uint8 pixels (``load_data(cfg, pixels=True)``): they stay so on the device and
+    each batch is converted there (the loader's transform for training, the model for evaluation).
+    """
     from trainlab.augmentation import build_augment
     from trainlab.data import load_data
     from trainlab.data.loader import TensorLoader
+    from trainlab.preprocessing import to_unit_float
 
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
@@ -117,14 +122,14 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     augment = build_augment(cfg["augment"], data.num_classes, data.train_x)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        inner = augment
 
-        def augment(x, y, gen):  # noqa: F811  (wraps the augmentation with the memory format)
-            x, y = inner(x, y, gen) if inner is not None else (x, y)
-            return x.contiguous(memory_format=torch.channels_last), y
+    def batch_transform(x, y, gen):
+        x = to_unit_float(x)  # uint8 pixels become floats a batch at a time, on the device
+        x, y = augment(x, y, gen) if augment is not None else (x, y)
+        return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
     loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
-                          transform=augment, seed=cfg["seed"])
+                          transform=batch_transform, seed=cfg["seed"])
     return Prepared(cfg, device, data, model, loader)
 
 
@@ -163,13 +168,15 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
 
     ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
     can make them later from the files)."""
+    from trainlab.data import load_data
     from trainlab.optim import build_optimizer, is_full_batch
     from trainlab.schedules import build_scheduler
 
     out = Path(out)
     prepare_run_dir(out, resume)
     t_start = time.perf_counter()
-    p = prepare(cfg, say, model=model, data=data)
+    # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
+    p = prepare(cfg, say, model=model, data=data if data is not None else load_data(cfg, pixels=True))
     cfg, model, data = p.cfg, p.model, p.data
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))
@@ -182,8 +189,9 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(EarlyStopping(tc["early_stopping"]))
     if cfg["monitor"]["every"] > 0:
         from trainlab.babysit.monitors import Monitors
+        from trainlab.preprocessing import to_unit_float
 
-        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
+        cbs.append(Monitors(cfg, to_unit_float(data.train_x[: cfg["monitor"]["probe_size"]]), out))
     if tc["snapshots"] > 0:
         from trainlab.ensemble import SnapshotSaver
 
