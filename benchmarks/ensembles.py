@@ -90,13 +90,13 @@ def main() -> None:
     for i, acc in enumerate(single, start=1):
         final = " = final weights" if i == len(single) else ""
         print(f"| snapshot {i} (end of cycle {i}, epoch {CYCLE_EPOCHS * i}){final} | {100 * acc:.2f} |")
-    print(f"| EMA weights (decay 0.99, end of training) | {100 * snap_summary['test_acc_ema']:.2f} |")
+    print(f"| EMA weights (decay 0.99 with warm-up, end of training) | {100 * snap_summary['test_acc_ema']:.2f} |")
     for m, acc in last_m.items():
         print(f"| snapshot ensemble, mean of the last {m} | {100 * acc:.2f} "
               f"({100 * (acc - single[-1]):+.2f} vs final weights) |")
 
     const = train(out / "constant-lr", COMMON + root + CONSTANT + ["seed=1"])
-    print("\n### Polyak / EMA weights (decay 0.99, about 100 updates) against raw weights\n")
+    print("\n### Polyak / EMA weights (decay 0.99 with warm-up) against raw weights\n")
     print("| run | raw weights (best on validation) | EMA weights (end of training) |")
     print("|---|---|---|")
     for name, summary in (("cosine schedule, 3 epochs (seed 1)", summaries[0]),

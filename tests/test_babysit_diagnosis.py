@@ -125,3 +125,19 @@ def test_underfitting_and_overfitting_read_the_gap():
     rising = epochs([1.0, 0.5, 0.1, 0.05], [0.6, 0.9, 0.95, 0.96], [0.6, 0.9, 0.93, 0.93], val_losses=[1.0, 0.4, 0.5, 0.6])
     assert diagnosis.overfitting(rising)["evidence"]["val_loss_rise"] == pytest.approx(0.5)
     assert diagnosis.overfitting(epochs([1.0, 0.5], [0.6, 0.9], [0.6, 0.88])) is None
+
+
+def test_one_epoch_under_dropout_is_not_underfitting(tmp_path):
+    """After one epoch under dropout the running average of the minibatch accuracies (0.70 here)
+    lags far behind the weights the epoch ends with; judged on it, the run read as underfitting
+    (like a one-epoch MNIST run: 0.86 against 0.99 validation). Train accuracy measured like the
+    validation accuracy — eval mode, end of the epoch — closes that false gap."""
+    summary = run(tmp_path, "model.dropout=0.5", "optim.lr=0.01", "train.batch_size=16", "train.epochs=1",
+                  "monitor.every=0")
+    epoch = next(r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+                 if r["kind"] == "epoch")
+    assert epoch["train_acc_running"] < diagnosis.UNDERFIT_TRAIN_ACC < epoch["val_acc"]  # the old, false evidence
+    assert diagnosis.underfitting([{**epoch, "train_acc": epoch["train_acc_running"]}]) is not None
+    assert epoch["train_acc"] > diagnosis.UNDERFIT_TRAIN_ACC
+    assert "underfitting" not in codes_of(summary)
+    assert summary["train_acc"] == epoch["train_acc"]

@@ -407,21 +407,45 @@ class RecordWeights(Callback):
         self.after_step.append(torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach().clone())
 
 
-def test_ema_follows_the_polyak_recurrence():
-    """train.ema = d: theta_bar_1 = theta_1, then theta_bar_t = d * theta_bar_(t-1) + (1 - d) * theta_t
-    after every update (Polyak/EMA averaging)."""
+def test_ema_follows_the_polyak_recurrence_with_warm_up():
+    """train.ema = d: theta_bar_1 = theta_1, then theta_bar_t = d_t * theta_bar_(t-1) + (1 - d_t) * theta_t
+    after every update, d_t = min(d, (1 + t) / (10 + t)) for the t-th average (Polyak/EMA with warm-up)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 3)
-    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
-    ema, record, decay = EMA(0.8), RecordWeights(), 0.8
+    x, y = torch.randn(200, 6), torch.randint(0, 3, (200,))
+    ema, record, decay = EMA(0.6), RecordWeights(), 0.6  # (1+t)/(10+t) reaches 0.6 at t = 12.5
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.5), None, TensorLoader(x, y, 8),
             torch.nn.functional.cross_entropy, lambda m: {}, 1, callbacks=[ema, record]).fit()
     expected = record.after_step[0]
-    for theta in record.after_step[1:]:
-        expected = decay * expected + (1 - decay) * theta
-    assert len(record.after_step) == 5
+    for t, theta in enumerate(record.after_step[1:], start=1):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * theta
+    assert len(record.after_step) == 25
     torch.testing.assert_close(torch.nn.utils.parameters_to_vector(ema.model.module.parameters()), expected)
     assert not torch.allclose(expected, record.after_step[-1])  # the average is not the last weights
+
+
+@pytest.mark.parametrize("t", [1, 2, 5, 30, 200])
+def test_ema_warm_up_keeps_the_closed_form_weight_of_the_start(t):
+    """Before the cap, d_s = (1 + s)/(10 + s), so after t averages the first weights keep
+    prod_{s=1..t} d_s = 10! (t + 1)! / (t + 10)! of the average (2/11 after one: not 0.999) and
+    the weights seen since then the rest; with the cap d the schedule is min(d, (1 + t)/(10 + t))."""
+    from trainlab.callbacks import ema_warmup_decay
+
+    start, later = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        start.weight.fill_(1.0)
+        later.weight.fill_(0.0)
+    ema = EMA(0.9999)
+    trainer = Trainer(start, torch.optim.SGD(start.parameters(), lr=0.0), None, None, None, lambda m: {}, 1)
+    ema.on_train_start(trainer)
+    ema.model.update_parameters(start)  # the copy: theta_bar = theta_0
+    for _ in range(t):
+        ema.model.update_parameters(later)
+    closed_form = math.factorial(10) * math.factorial(t + 1) / math.factorial(t + 10)
+    assert ema.model.module.weight.item() == pytest.approx(closed_form, rel=1e-5)
+    assert ema_warmup_decay(0.999, t) == pytest.approx(min(0.999, (1 + t) / (10 + t)))
+    assert ema_warmup_decay(0.5, t) == (0.5 if t >= 8 else (1 + t) / (10 + t))
 
 
 # --- coverage of the registries ---------------------------------------------------------------

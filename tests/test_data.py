@@ -123,9 +123,8 @@ def test_idx_round_trip(tmp_path, gz):
     arrays = write_mnist(tmp_path / "mnist", gz=gz)
     raw = load("mnist", tmp_path)
     assert raw.train_x.shape == (20, 1, 28, 28) and raw.test_x.shape == (10, 1, 28, 28)
-    assert raw.train_x.dtype == torch.float32 and raw.train_y.dtype == torch.int64
-    expected = torch.from_numpy(arrays["train-images-idx3-ubyte"].astype(np.float32) / 255)
-    assert torch.allclose(raw.train_x[:, 0], expected)
+    assert raw.train_x.dtype == torch.uint8 and raw.train_y.dtype == torch.int64  # bytes stay bytes
+    assert torch.equal(raw.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
     assert raw.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
     assert raw.classes == [str(d) for d in range(10)]
 
@@ -174,8 +173,8 @@ def test_cifar10_batches(tmp_path, as_tar):
     assert raw.train_x.shape == (30, 3, 32, 32) and raw.test_x.shape == (6, 3, 32, 32)
     assert raw.train_y.tolist() == labels[:30] and raw.test_y.tolist() == labels[30:]
     # Row layout: 1024 red, 1024 green, 1024 blue bytes, each plane row-major.
-    assert raw.train_x[0, 1, 0, 5].item() == pytest.approx(images[0][1024 + 5] / 255)
-    assert raw.train_x[7, 2, 3, 4].item() == pytest.approx(images[7][2048 + 3 * 32 + 4] / 255)
+    assert raw.train_x[0, 1, 0, 5].item() == images[0][1024 + 5]  # uint8 pixels
+    assert raw.train_x[7, 2, 3, 4].item() == images[7][2048 + 3 * 32 + 4]
     assert raw.classes == ds.CIFAR10_CLASSES
 
 
@@ -186,7 +185,7 @@ def test_cifar100_fine_labels(tmp_path, as_tar):
     assert raw.train_x.shape == (30, 3, 32, 32) and raw.test_x.shape == (6, 3, 32, 32)
     assert raw.train_y.tolist() == labels[:30]
     assert len(raw.classes) == 100 and raw.classes[42] == "class42"
-    assert torch.allclose(raw.test_x[0].flatten(), torch.from_numpy(images[30].astype(np.float32) / 255))
+    assert torch.equal(raw.test_x[0].flatten(), torch.from_numpy(images[30]))
 
 
 def test_cifar_damaged_tarball_and_incomplete_folder(tmp_path):
@@ -462,7 +461,7 @@ def test_real_mnist():
     raw = load("mnist", SHARED_DATA)
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert torch.bincount(raw.train_y).sum() == 60000 and raw.train_y.max() == 9
-    assert raw.train_x.mean().item() == pytest.approx(0.1307, abs=1e-3)
+    assert raw.train_x.float().mean().item() / 255 == pytest.approx(0.1307, abs=1e-3)
 
 
 def test_load_data_cached_loads_once_per_data_and_seed(monkeypatch):
@@ -479,3 +478,17 @@ def test_load_data_cached_loads_once_per_data_and_seed(monkeypatch):
     assert len(calls) == 1 and a is b
     data_pkg.load_data_cached(load_config(None, ["data.subset=200", "seed=1"]), cache, max_entries=1)
     assert len(calls) == 2 and len(cache) == 1  # a new seed splits differently; the bound evicts the old entry
+
+
+def test_load_data_gives_floats_in_0_1_or_the_uint8_pixels(tmp_path):
+    """load_data: float32 p / 255 by default; pixels=True keeps the bytes (a quarter of the memory)
+    for callers that convert each batch."""
+    arrays = write_mnist(tmp_path / "mnist", n_train=40)
+    cfg = {"seed": 0, "data": {"name": "mnist", "root": str(tmp_path), "download": False, "val_fraction": 0.25}}
+    floats, pixels = load_data(cfg), load_data(cfg, pixels=True)
+    for split in ("train_x", "val_x", "test_x"):
+        f, p = getattr(floats, split), getattr(pixels, split)
+        assert f.dtype == torch.float32 and p.dtype == torch.uint8
+        assert torch.equal(f, p.float() / 255)
+    assert torch.equal(pixels.test_x[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
+    assert torch.equal(floats.train_y, pixels.train_y)

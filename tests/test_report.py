@@ -143,3 +143,17 @@ def test_real_report_renders_in_headless_chromium(tmp_path):
     marks = dict(re.findall(r'data-(images|broken)="([^"]*)"', body.group(0)))
     assert marks.get("images") == str(len(sources)), marks
     assert marks.get("broken") == "none", f"images that did not load: {marks.get('broken')}"
+
+
+def test_accuracy_plot_shows_train_subset_validation_and_running_average():
+    """accuracy.png draws the eval-mode train accuracy (the gap's other end) beside validation, and
+    the running average as its own, differently labelled curve."""
+    from trainlab.report import ACCURACY_CURVES, accuracy_curves
+
+    epochs = [{"kind": "epoch", "epoch": e, "train_acc": 0.9 + e / 100, "train_acc_running": 0.8 + e / 100,
+               "val_acc": 0.85 + e / 100} for e in (1, 2)]
+    curves = accuracy_curves(epochs)
+    train, running, val = (ACCURACY_CURVES[k][0] for k in ("train_acc", "train_acc_running", "val_acc"))
+    assert set(curves) == {train, running, val} and len({train, running, val}) == 3
+    assert curves[train][0] == [(1, 0.9 + 1 / 100), (2, 0.9 + 2 / 100)] and [e for e, _ in curves[running][0]] == [1, 2]
+    assert "eval mode" in train and "running" in running

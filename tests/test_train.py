@@ -148,3 +148,43 @@ def test_prepare_leaves_the_callers_data_bundle_alone():
     p = prepare(cfg, say=quiet, data=data)
     assert p.data is not data
     assert all(getattr(data, n) is t for n, t in before.items())
+
+
+def test_train_accuracy_is_measured_in_eval_mode_on_a_fixed_training_subset(tmp_path):
+    """Each epoch's train_acc/train_loss are the end-of-epoch weights in eval mode (no dropout, no
+    augmentation) on train.train_eval_size stratified training images chosen by the seed; the
+    running averages over the epoch's minibatches are kept as train_acc_running/train_loss_running."""
+    from trainlab.classifier import load_classifier
+    from trainlab.data import load_data
+    from trainlab.data.split import stratified_subset
+    from trainlab.evaluate import evaluate
+
+    cfg = tiny_cfg("train.epochs=1", "model.dropout=0.5", "seed=3", "train.train_eval_size=300")
+    train_run(cfg, tmp_path / "run", say=quiet, report=False)
+    record = next(r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+                  if r["kind"] == "epoch")
+    model = load_classifier(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt"), torch.device("cpu"))
+    data = load_data(cfg)
+    idx = stratified_subset(data.train_y, 300, 3)
+    assert len(idx) == 300 < len(data.train_y)
+    m = evaluate(model, data.train_x[idx], data.train_y[idx], data.num_classes)
+    assert record["train_acc"] == pytest.approx(m["acc"]) and record["train_loss"] == pytest.approx(m["loss"], rel=1e-5)
+    assert record["train_acc_running"] != record["train_acc"] and "train_loss_running" in record
+
+
+def test_uint8_pixels_train_exactly_as_floats(tmp_path):
+    """A run on uint8 pixels (converted batch by batch on the device: the loader for training, the
+    model for evaluation) gives the same numbers as one on the float32 copy in [0, 1]."""
+    from tests.test_data import write_mnist
+    from trainlab.data import load_data
+
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    cfg = tiny_cfg("data.name=mnist", f"data.root={tmp_path}", "data.download=false", "data.val_fraction=0.25",
+                   "train.epochs=2", "augment.names=[crop]", "train.train_eval_size=20")
+    runs = {}
+    for pixels in (False, True):
+        data = load_data(cfg, pixels=pixels)
+        assert data.train_x.dtype == (torch.uint8 if pixels else torch.float32)
+        runs[pixels] = train_run(cfg, tmp_path / f"run-{pixels}", data=data, say=quiet, report=False)
+    for key in ("test_loss", "test_acc", "train_acc", "best_val_acc"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-6), key

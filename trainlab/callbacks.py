@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from trainlab.checkpoint import save_checkpoint
@@ -17,8 +18,36 @@ from trainlab.io import append_jsonl
 from trainlab.train import Callback, StepInfo, Trainer
 
 
+def ema_warmup_decay(decay: float, t: int) -> float:
+    """The EMA decay at the t-th average (t ≥ 1): d_t = min(decay, (1 + t) / (10 + t)).
+
+    A fixed decay of 0.999 keeps 0.999^t of the random initial weights after t updates (37%
+    after 1,000 steps): a short run's average is mostly initialisation. The warm-up (timm's,
+    TensorFlow's ``num_updates``) averages over roughly the last t/10 … t updates until the
+    fixed decay takes over at t = (10·decay − 1)/(1 − decay) (8,999 for 0.999).
+    """
+    return min(decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_warmup_multi_avg_fn(decay: float):
+    """``AveragedModel``'s averaging function for θ̄ ← d_t·θ̄ + (1 − d_t)·θ with
+    d_t = :func:`ema_warmup_decay` (t = the number of models averaged so far)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        d = ema_warmup_decay(decay, int(num_averaged))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch norm's num_batches_tracked): lerp needs floats
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
 class EMA(Callback):
-    """Polyak/exponential moving average of the weights: θ̄ ← d·θ̄ + (1−d)·θ after every update.
+    """Polyak/exponential moving average of the weights: θ̄ ← d_t·θ̄ + (1−d_t)·θ after every
+    update, with the warm-up d_t = min(decay, (1 + t)/(10 + t)) (:func:`ema_warmup_decay`).
 
     Uses ``torch.optim.swa_utils.AveragedModel``; batch-norm buffers are averaged too. Each
     epoch the averaged weights are evaluated beside the raw ones (``val_acc_ema``).
@@ -31,7 +60,7 @@ class EMA(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.model is None:
-            self.model = AveragedModel(trainer.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+            self.model = AveragedModel(trainer.model, multi_avg_fn=ema_warmup_multi_avg_fn(self.decay), use_buffers=True)
         if self._resumed is not None:  # resume: the average continues where it stopped
             self.model.load_state_dict(self._resumed)
             self._resumed = None

@@ -10,20 +10,21 @@ import torch.nn as nn
 from trainlab import __version__
 from trainlab.config import resolve_paths
 from trainlab.models import build_model
-from trainlab.preprocessing import PREPROCESSORS
+from trainlab.preprocessing import PREPROCESSORS, to_unit_float
 from trainlab.regularization import smoothed_cross_entropy, weight_penalty
 
 
 class PreprocessedModel(nn.Module):
     """Preprocessing (fitted on the training split, stored as buffers) followed by the network,
-    so a checkpoint carries everything needed to classify raw images in [0, 1]."""
+    so a checkpoint carries everything needed to classify raw images: floats in [0, 1], or uint8
+    pixels, converted batch by batch on the model's device (:func:`to_unit_float`)."""
 
     def __init__(self, preprocess: nn.Module, net: nn.Module):
         super().__init__()
         self.preprocess, self.net = preprocess, net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(x))
+        return self.net(self.preprocess(to_unit_float(x)))
 
 
 def build_classifier(cfg: dict, input_shape: tuple, num_classes: int, x_train: torch.Tensor | None = None,

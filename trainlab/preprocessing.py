@@ -35,6 +35,16 @@ PREPROCESSORS: Registry[type[Preprocessor]] = Registry("preprocessor")
 _CHUNK_ROWS = 4096
 
 
+def to_unit_float(x: Tensor) -> Tensor:
+    """uint8 pixels p → float32 p / 255 in [0, 1]; any other tensor as it is.
+
+    MNIST-, Fashion-MNIST- and CIFAR-style sets stay uint8 (one byte a pixel) on the host and the
+    device; each batch becomes float32 only when it is used (augmentation, the model's input),
+    so a run never holds a 4x larger float32 copy of a whole split.
+    """
+    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def _option(cfg: dict, key: str):
     """cfg[key], or the config schema's default, so a partial dict (tests, scripts) works."""
     return cfg[key] if key in cfg else SCHEMA[f"preprocess.{key}"].default
@@ -55,7 +65,8 @@ def _fit_device(x: Tensor) -> torch.device:
 def _float64_chunks(x: Tensor, rows: int = _CHUNK_ROWS) -> Iterator[Tensor]:
     device = _fit_device(x)
     for start in range(0, len(x), rows):
-        yield x[start : start + rows].to(device, torch.float64)
+        chunk = x[start : start + rows].to(device, torch.float64)
+        yield chunk.div_(255.0) if x.dtype == torch.uint8 else chunk  # uint8 pixels: as to_unit_float
 
 
 def mean_and_variance(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:

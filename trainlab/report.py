@@ -22,6 +22,26 @@ from trainlab.io import read_jsonl
 from trainlab.plots import CSS, embed_png, html_grid, html_table, moving_average, plot_confusion, plt, save_figure
 
 
+# metrics.jsonl epoch key → (legend label, line style) of accuracy.png. The gap to read is between
+# the first two: the same weights, in eval mode, on training and on validation images.
+ACCURACY_CURVES = {
+    "train_acc": ("train (fixed subset, eval mode)", "o-"),
+    "val_acc": ("validation", "o-"),
+    "val_acc_ema": ("validation (EMA weights)", "o-"),
+    "train_acc_running": ("train, running average over the epoch (dropout, augmentation)", "x:"),
+}
+
+
+def accuracy_curves(epochs: list[dict]) -> dict[str, tuple[list[tuple[int, float]], str]]:
+    """label → ((epoch, accuracy) points, line style) for each of ACCURACY_CURVES the records have."""
+    curves = {}
+    for key, (label, style) in ACCURACY_CURVES.items():
+        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
+        if pts:
+            curves[label] = (pts, style)
+    return curves
+
+
 def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
     """loss.png (scatter + moving average), accuracy.png (train/val per epoch), lr.png."""
     steps = [r for r in records if r.get("kind") == "step" and r.get("loss") is not None]
@@ -46,13 +66,9 @@ def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
         out.append(save_figure(fig, plots / "lr.png"))
     if epochs:
         fig, ax = plt.subplots(figsize=(7, 4))
-        e = [r["epoch"] for r in epochs]
-        ax.plot(e, [r["train_acc"] for r in epochs], "o-", label="train")
-        for key, label in (("val_acc", "validation"), ("val_acc_ema", "validation (EMA weights)")):
-            pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), "o-", label=label)
-        ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy (the gap is overfitting)")
+        for label, (pts, style) in accuracy_curves(epochs).items():
+            ax.plot(*zip(*pts), style, label=label)
+        ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy (the train/validation gap is overfitting)")
         ax.legend()
         out.append(save_figure(fig, plots / "accuracy.png"))
     return out

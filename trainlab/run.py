@@ -44,12 +44,14 @@ from trainlab.classifier import (
 from trainlab.config import dump_config
 from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
+from trainlab.data.split import stratified_subset
 from trainlab.device import resolve_device
 from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError
 from trainlab.evaluate import evaluate
 from trainlab.io import read_jsonl, write_json
 from trainlab.optim import build_optimizer, is_full_batch
+from trainlab.preprocessing import to_unit_float
 from trainlab.report import write_report
 from trainlab.schedules import build_scheduler
 from trainlab.train import Callback, Trainer
@@ -102,7 +104,11 @@ class Prepared:
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
             data=None) -> Prepared:
-    """Seed, load data onto the device, build (or adopt) the model and the batch loader."""
+    """Seed, load data onto the device, build (or adopt) the model and the batch loader.
+
+    Images may be uint8 pixels (``load_data(cfg, pixels=True)``): they stay so on the device and
+    each batch is converted there (the loader's transform for training, the model for evaluation).
+    """
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     data = data if data is not None else load_data(cfg)
@@ -121,25 +127,40 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     augment = build_augment(cfg["augment"], data.num_classes, data.train_x)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        inner = augment
 
-        def augment(x, y, gen):  # noqa: F811  (wraps the augmentation with the memory format)
-            x, y = inner(x, y, gen) if inner is not None else (x, y)
-            return x.contiguous(memory_format=torch.channels_last), y
+    def batch_transform(x, y, gen):
+        x = to_unit_float(x)  # uint8 pixels become floats a batch at a time, on the device
+        x, y = augment(x, y, gen) if augment is not None else (x, y)
+        return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
     loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
-                          transform=augment, seed=cfg["seed"])
+                          transform=batch_transform, seed=cfg["seed"])
     return Prepared(cfg, device, data, model, loader)
 
 
 def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
-    def evaluate_val(model: nn.Module) -> dict:
-        if p.data.val_y is None or len(p.data.val_y) == 0:
-            return {}
-        m = evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, p.cfg["train"]["eval_batch_size"])
-        return {"val_loss": m["loss"], "val_acc": m["acc"]}
+    """Each epoch's measurement of the current weights in eval mode, without augmentation:
+    ``train_loss``/``train_acc`` on a fixed, seeded, stratified subset of the training split
+    (``train.train_eval_size`` images) and ``val_loss``/``val_acc`` on the validation split.
 
-    return evaluate_val
+    The lectures' train/val gap compares the same model on both splits; the trainer's running
+    averages (``train_*_running``) mix a whole epoch of changing weights under dropout and
+    augmentation, and a one-epoch run's would sit far below its validation accuracy.
+    """
+    batch = p.cfg["train"]["eval_batch_size"]
+    idx = stratified_subset(p.data.train_y, p.cfg["train"]["train_eval_size"], p.cfg["seed"])
+    whole = len(idx) == len(p.data.train_y)  # a small training split is measured whole, not copied
+    train_x, train_y = (p.data.train_x, p.data.train_y) if whole else (p.data.train_x[idx], p.data.train_y[idx])
+
+    def evaluate_train_and_val(model: nn.Module) -> dict:
+        m = evaluate(model, train_x, train_y, p.data.num_classes, batch)
+        record = {"train_loss": m["loss"], "train_acc": m["acc"]}
+        if p.data.val_y is not None and len(p.data.val_y):
+            m = evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, batch)
+            record.update(val_loss=m["loss"], val_acc=m["acc"])
+        return record
+
+    return evaluate_train_and_val
 
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
@@ -152,7 +173,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     out = Path(out)
     prepare_run_dir(out, resume)
     t_start = time.perf_counter()
-    p = prepare(cfg, say, model=model, data=data)
+    # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
+    p = prepare(cfg, say, model=model, data=data if data is not None else load_data(cfg, pixels=True))
     cfg, model, data = p.cfg, p.model, p.data
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))
@@ -164,7 +186,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if tc["early_stopping"] > 0:
         cbs.append(EarlyStopping(tc["early_stopping"]))
     if cfg["monitor"]["every"] > 0:
-        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
+        cbs.append(Monitors(cfg, to_unit_float(data.train_x[: cfg["monitor"]["probe_size"]]), out))
     if tc["snapshots"] > 0:
         cbs.append(SnapshotSaver(cfg, len(p.loader), out, meta))
     cbs += list(callbacks)

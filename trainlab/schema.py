@@ -122,7 +122,8 @@ SCHEMA: dict[str, Key] = {
     # --- training loop ------------------------------------------------------------------
     "train.epochs": _k(30, "int", "passes over the training split", low=1),
     "train.batch_size": _k(64, "int", "minibatch size", low=1),
-    "train.eval_batch_size": _k(1024, "int", "batch size for evaluation", low=1),
+    "train.eval_batch_size": _k(256, "int", "batch size for evaluation (its activations are the peak memory of evaluation)", low=1),
+    "train.train_eval_size": _k(5000, "int", "size of the fixed, seeded training subset measured in eval mode each epoch (train_acc, train_loss)", low=1),
     "train.max_steps": _k(None, "int", "stop after this many updates (smoke tests)", low=1, nullable=True),
     "train.clip_grad": _k(0.0, "float", "clip the global gradient norm to this (0: off)", **NONNEG),
     "train.early_stopping": _k(0, "int", "stop after this many epochs without a better val accuracy (0: off)", **NONNEG),

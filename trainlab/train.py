@@ -152,10 +152,15 @@ class Trainer:
             if s.stop_reason is not None:
                 break  # a half-finished epoch is not evaluated or checkpointed
             s.epoch += 1
-            record = {"epoch": s.epoch, "step": s.step, "train_loss": float(loss_sum) / max(seen, 1),
-                      "train_acc": float(correct_sum) / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"],
+            running_loss, running_acc = float(loss_sum) / max(seen, 1), float(correct_sum) / max(seen, 1)
+            record = {"epoch": s.epoch, "step": s.step, "train_loss_running": running_loss,
+                      "train_acc_running": running_acc, "lr": self.optimizer.param_groups[0]["lr"],
                       "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9)}
             record.update(self.evaluate(self.model))
+            # train_loss/train_acc: the evaluator's eval-mode measurement on training images when
+            # it makes one (trainlab's runs do), comparable with val_*; else the running averages.
+            record.setdefault("train_loss", running_loss)
+            record.setdefault("train_acc", running_acc)
             s.history.append(record)
             self.emit("epoch_end", record)
             if self.max_steps and s.step >= self.max_steps:

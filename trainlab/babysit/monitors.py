@@ -95,7 +95,9 @@ def layer_stats(name: str, kind: str, h: torch.Tensor, bins: int) -> dict:
     """
     h = h.detach().float()
     units = h.shape[1] if h.dim() > 1 else 1
-    finite = h[torch.isfinite(h)]
+    is_finite = torch.isfinite(h)
+    finite = h.flatten() if bool(is_finite.all()) else h[is_finite]  # no copy of a healthy layer's outputs
+    del is_finite
     if kind == "tanh":
         lo, hi = -1.0, 1.0
     elif kind == "sigmoid":

@@ -5,8 +5,9 @@ Every entry of :data:`DATASETS` is a function
     load(root: Path, path: Path | None, download: bool, image_size: int) -> RawData
 
 where ``root`` is the data root (one sub-folder per data set, named as the data set) and
-``path`` overrides the data set's folder (or, for ``npz``, the file). Images come back as float32
-tensors in [0, 1] shaped (N, C, H, W), flat features as (N, D), labels as int64.
+``path`` overrides the data set's folder (or, for ``npz``, the file). Images come back shaped
+(N, C, H, W): uint8 pixels where the files hold bytes (the IDX and CIFAR sets: a quarter of
+float32's memory), float32 in [0, 1] otherwise; flat features as (N, D), labels as int64.
 
 Public sets (mnist, fashion-mnist, cifar10, cifar100) are looked for in ``<root>/<name>/`` first;
 only what is missing is downloaded, from the official URL, and checked against its SHA-256.
@@ -153,6 +154,12 @@ def fetch_public(name: str, folder: Path) -> None:
             download_file(f.url, folder / f.name, f.sha256, hint=hint)
 
 
+def _uint8_pixels(array: np.ndarray) -> Tensor:
+    """uint8 pixels 0..255 as a uint8 tensor (a writable copy: np.frombuffer's buffer is read-only).
+    :func:`trainlab.data.load_data` turns them into floats in [0, 1] unless asked for pixels."""
+    return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True))
+
+
 def _to_unit_float(array: np.ndarray) -> Tensor:
     """uint8 pixels 0..255 → float32 in [0, 1]."""
     # The float copy is made by NumPy, so read-only buffers (np.frombuffer) are never shared.
@@ -243,14 +250,14 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def _idx_pair(folder: Path, images: str, labels: str, n_classes: int) -> tuple[Tensor, Tensor]:
-    """Images (N, 1, H, W) in [0, 1] and their labels, checked to match in number."""
+    """Images (N, 1, H, W) as uint8 pixels and their labels, checked to match in number."""
     image_path, label_path = _find_idx(folder, images), _find_idx(folder, labels)
     x, y = read_idx(image_path, ndim=3), read_idx(label_path, ndim=1)
     if x.dtype != np.uint8:
         raise _corrupt(image_path, f"expected unsigned-byte pixels, the header says {x.dtype}")
     if len(x) != len(y):
         raise _corrupt(label_path, f"{len(y)} labels for the {len(x)} images of {image_path.name}")
-    return _to_unit_float(x[:, None]), _labels(y, n_classes, str(label_path))
+    return _uint8_pixels(x[:, None]), _labels(y, n_classes, str(label_path))
 
 
 def _load_idx_set(name: str, classes: list[str], root: Path, path: Path | None, download: bool) -> RawData:
@@ -377,7 +384,7 @@ def _cifar_blobs(folder: Path, layout: CifarLayout) -> dict[str, tuple[bytes, st
 
 
 def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tuple[Tensor, Tensor]:
-    """A batch dict → images (N, 3, 32, 32) in [0, 1] and labels.
+    """A batch dict → images (N, 3, 32, 32) as uint8 pixels and labels.
 
     Each row of ``data`` is 1024 red, then 1024 green, then 1024 blue bytes, each plane row-major,
     so a plain reshape gives channels-first images.
@@ -387,7 +394,7 @@ def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tu
         raise _corrupt(Path(source), f"expected 'data' of shape (N, 3072) and '{label_key}'")
     if len(labels) != len(data):
         raise _corrupt(Path(source), f"{len(labels)} labels for {len(data)} images")
-    return _to_unit_float(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)), _labels(labels, n_classes, source)
+    return _uint8_pixels(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)), _labels(labels, n_classes, source)
 
 
 def _names(meta: dict, key: str, fallback: list[str]) -> list[str]:
