@@ -21,7 +21,6 @@ from pathlib import Path
 from trainlab.io import read_jsonl
 from trainlab.plots import CSS, embed_png, html_grid, html_table, moving_average, plot_confusion, plt, save_figure
 
-
 # metrics.jsonl epoch key → (legend label, line style) of accuracy.png. The gap to read is between
 # the first two: the same weights, in eval mode, on training and on validation images.
 ACCURACY_CURVES = {
