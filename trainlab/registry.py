@@ -1,11 +1,24 @@
-"""Name → component registries (timm style): the same names in configs, the CLI and the docs."""
+"""Name → component registries (timm style): the same names in configs, the CLI and the docs.
+
+A registry made with an entry type keeps, for each name, a small dataclass (:class:`Component`
+or a subclass adding metadata, like timm's ``OptimInfo``): the factory itself, whose keyword
+arguments carry the defaults, and which of those keywords a config section sets. Calling an
+entry with a config section is the config adapter; ``create`` is the keyword-argument form the
+public ``create_*`` functions use.
+
+    >>> ACTIVATIONS = Registry("activation", entry=Component)
+    >>> @ACTIVATIONS.register("elu", options={"alpha": "elu_alpha"})
+    ... def elu(alpha: float = 1.0): ...
+"""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from trainlab.errors import UserError
+from trainlab.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -16,30 +29,70 @@ def close_matches(name: str, options) -> str:
     return f" (did you mean: {', '.join(found)}?)" if found else ""
 
 
+def check_keywords(what: str, given: Mapping[str, Any], allowed) -> None:
+    """ConfigError naming the first keyword of ``given`` that is not in ``allowed``."""
+    allowed = list(allowed)
+    for key in given:
+        if key not in allowed:
+            raise ConfigError(f"{what} has no option {key!r}{close_matches(key, allowed)}; "
+                              f"its options are: {', '.join(allowed) or 'none'}")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registry entry: the factory ``make`` (keyword arguments, defaults in its signature)
+    and ``options``: keyword argument → key of the config section that sets it."""
+
+    name: str
+    make: Callable
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def keywords(self) -> list[str]:
+        """The keyword arguments ``make`` accepts."""
+        return [p.name for p in inspect.signature(self.make).parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def create(self, *args, **kw):
+        """``make(*args, **kw)``, refusing an unknown keyword with a ConfigError (not a TypeError)."""
+        check_keywords(f"{self.name!r}", kw, self.keywords()[len(args):])
+        return self.make(*args, **kw)
+
+    def options_from(self, section: Mapping[str, Any]) -> dict:
+        """The keyword arguments a config section sets. A key the section lacks is left out, so
+        the factory's own default applies — the same value as the schema's (tested)."""
+        out = {}
+        for kw, key in self.options.items():
+            if key in section:
+                value = section[key]
+                out[kw] = tuple(value) if isinstance(value, list) else value
+        return out
+
+
 class Registry(Generic[T]):
     """A small dict from name to component, with helpful errors for unknown names.
 
-    >>> ACTIVATIONS = Registry("activation")
-    >>> @ACTIVATIONS.register("relu")
-    ... def relu(): ...
+    ``entry``: the :class:`Component` type each registered factory is wrapped in (the factory
+    itself is returned unchanged by ``register``, so it stays a plain function or class);
+    without one, the registered object is stored as it is.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entry: type[Component] | None = None):
         self.kind = kind
+        self.entry = entry
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        def add(obj: T) -> T:
+    def register(self, name: str, **metadata) -> Callable:
+        def add(obj):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = obj
+            self._items[name] = self.entry(name, obj, **metadata) if self.entry is not None else obj
             return obj
 
         return add
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise UserError(
+            raise ConfigError(
                 f"unknown {self.kind} {name!r}{close_matches(name, self._items)}; "
                 f"choose one of: {', '.join(self.names())}"
             )
