@@ -46,6 +46,7 @@ class Component:
     name: str
     make: Callable
     options: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "component"
 
     def keywords(self) -> list[str]:
         """The keyword arguments ``make`` accepts."""
@@ -54,7 +55,7 @@ class Component:
 
     def create(self, *args, **kw):
         """``make(*args, **kw)``, refusing an unknown keyword with a ConfigError (not a TypeError)."""
-        check_keywords(f"{self.name!r}", kw, self.keywords()[len(args):])
+        check_keywords(f"{self.kind} {self.name!r}", kw, self.keywords()[len(args):])
         return self.make(*args, **kw)
 
     def options_from(self, section: Mapping[str, Any]) -> dict:
@@ -85,7 +86,7 @@ class Registry(Generic[T]):
         def add(obj):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = self.entry(name, obj, **metadata) if self.entry is not None else obj
+            self._items[name] = self.entry(name, obj, kind=self.kind, **metadata) if self.entry is not None else obj
             return obj
 
         return add
