@@ -97,6 +97,14 @@ def test_elu_by_name_and_from_a_partial_config_section():
     (lambda: trainlab.create_preprocessing("pca", componets=3), "did you mean: components"),
     (lambda: trainlab.create_model("resnett", 10, (3, 8, 8)), "did you mean: resnet"),
     (lambda: trainlab.create_model("mlp", 10, (64,), activation="rleu"), "did you mean: relu"),
+    # values out of the config's bounds are refused as the config refuses them
+    (lambda: trainlab.create_model("mlp", 10, (64,), dropout=1.5), "dropout of model 'mlp': expected >= 0 and < 1"),
+    (lambda: trainlab.create_optimizer(nn.Linear(2, 2), "sgd", lr=-1), "lr of optimiser 'sgd': expected > 0"),
+    (lambda: trainlab.create_activation("elu", alpha=0), "alpha of activation 'elu': expected > 0"),
+    (lambda: trainlab.create_augmentation(["cutout"], cutout_size=0), "cutout_size of create_augmentation"),
+    (lambda: trainlab.create_scheduler(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), "sgdr", 4, 3,
+                                       cycle_mult=0.5), "cycle_mult of schedule 'sgdr': expected >= 1"),
+    (lambda: trainlab.create_init("small_gaussian", std=-1), "std of initialisation 'small_gaussian'"),
 ])
 def test_bad_names_and_options_raise_config_error(call, match):
     with pytest.raises(trainlab.ConfigError, match=match):

@@ -35,7 +35,7 @@ class ActivationInfo(Component):
         return self.make(features=features, spatial=spatial, **self.options_from(cfg_model))
 
 
-ACTIVATIONS: Registry[ActivationInfo] = Registry("activation", entry=ActivationInfo)
+ACTIVATIONS: Registry[ActivationInfo] = Registry("activation", entry=ActivationInfo, section="model")
 
 # He et al. 2015 start PReLU's learned slope at 0.25; it is then trained by backprop.
 PRELU_INIT = 0.25

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from trainlab.errors import ConfigError, UserError
 from trainlab.preprocessing import eigen_descending, mean_and_covariance
-from trainlab.registry import Component, Registry, check_keywords
+from trainlab.registry import Component, Registry, check_bounds, check_keywords
 from trainlab.schema import SCHEMA
 
 
@@ -46,7 +46,7 @@ class AugmentInfo(Component):
         return self.make(**self.options_from(cfg_augment))
 
 
-AUGMENTATIONS: Registry[AugmentInfo] = Registry("augmentation", entry=AugmentInfo)
+AUGMENTATIONS: Registry[AugmentInfo] = Registry("augmentation", entry=AugmentInfo, section="augment")
 
 # ITU-R BT.601 luma, the grey level torchvision's and PIL's colour jitter use.
 _LUMA = (0.299, 0.587, 0.114)
@@ -500,6 +500,7 @@ def create_augmentation(names: Sequence[str], num_classes: int | None = None, x_
     names = [names] if isinstance(names, str) else list(names)
     infos = [AUGMENTATIONS.get(name) for name in names]
     check_keywords("create_augmentation", options, augment_option_keys())
+    check_bounds("create_augmentation", options, {key: f"augment.{key}" for key in options})
     used = {key for info in infos for key in info.options.values()}
     unused = [key for key in options if key not in used]
     if unused:

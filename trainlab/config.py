@@ -58,12 +58,7 @@ def _describe(key: Key) -> str:
     if key.choices is not None:
         names = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
         return "one of: " + ", ".join(map(str, names))
-    parts = []
-    if key.low is not None:
-        parts.append(f"{'>' if key.low_open else '>='} {key.low:g}")
-    if key.high is not None:
-        parts.append(f"{'<' if key.high_open else '<='} {key.high:g}")
-    return f"a {key.kind}" + (" " + " and ".join(parts) if parts else "") + (" or null" if key.nullable else "")
+    return f"a {key.kind}" + (" " + key.bounds() if key.bounds() else "") + (" or null" if key.nullable else "")
 
 
 def _coerce(name: str, key: Key, value):
@@ -92,9 +87,7 @@ def _coerce(name: str, key: Key, value):
             if number != int(number):
                 raise bad
             number = int(number)
-        if key.low is not None and (number < key.low or (key.low_open and number == key.low)):
-            raise bad
-        if key.high is not None and (number > key.high or (key.high_open and number == key.high)):
+        if key.out_of_range(number):
             raise bad
         return number
     if key.kind in ("floats", "strs"):

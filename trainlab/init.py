@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.activations import PRELU_INIT
-from trainlab.registry import Component, Registry, check_keywords
+from trainlab.registry import Component, Registry, check_bounds, check_keywords
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class InitInfo(Component):
         self.make(weight, **self.options_from(cfg_model))
 
 
-INITS: Registry[InitInfo] = Registry("initialisation", entry=InitInfo)
+INITS: Registry[InitInfo] = Registry("initialisation", entry=InitInfo, section="model")
 # The options of the rules whose gain depends on the activation that follows the layer.
 _GAIN_OPTIONS = {"activation": "activation", "leaky_slope": "leaky_slope"}
 
@@ -185,7 +185,10 @@ def create_init(name: str, bias: float = 0.0, head_scale: float = 0.1, zero_init
     An unknown name or option raises :class:`trainlab.errors.ConfigError`.
     """
     info = INITS.get(name)
-    check_keywords(f"initialisation {name!r}", options, info.keywords()[1:])  # now, not at the first layer
+    what = f"initialisation {name!r}"
+    check_keywords(what, options, info.keywords()[1:])  # now, not at the first layer
+    check_bounds(what, {**options, "head_scale": head_scale},
+                 {"head_scale": "model.head_scale", **{k: f"model.{key}" for k, key in info.options.items()}})
     return partial(init_module, rule=partial(info.make, **options), bias=bias, head_scale=head_scale,
                    zero_init_residual=zero_init_residual)
 

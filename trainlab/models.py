@@ -27,7 +27,7 @@ from trainlab.activations import ACTIVATIONS, Maxout, MaxoutConv2d, is_maxout, m
 from trainlab.errors import ConfigError, UserError
 from trainlab.init import INITS, init_model
 from trainlab.norms import NORMS, make_norm
-from trainlab.registry import Registry, close_matches
+from trainlab.registry import Registry, check_bounds, close_matches
 from trainlab.regularization import (
     DropConnectLinear,
     Dropout,
@@ -94,6 +94,7 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
     del options["num_classes"], options["input_shape"]
     if num_classes < 1:
         raise UserError(f"a classifier needs at least one class, got num_classes={num_classes}")
+    check_bounds(f"model {name!r}", options, {key: f"model.{key}" for key in options if key != "name"})
     for kind, registry in (("activation", ACTIVATIONS), ("norm", NORMS), ("init", INITS)):
         registry.get(options[kind])  # an unknown name fails here, before any layer is built
     model = MODELS.get(name)(options, tuple(input_shape), num_classes)

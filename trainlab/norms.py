@@ -32,7 +32,7 @@ class NormInfo(Component):
         return self.make(num_features, spatial, **self.options_from(cfg_model))
 
 
-NORMS: Registry[NormInfo] = Registry("normalisation", entry=NormInfo)
+NORMS: Registry[NormInfo] = Registry("normalisation", entry=NormInfo, section="model")
 
 
 @NORMS.register("none")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from trainlab.errors import UserError
-from trainlab.registry import Component, Registry
+from trainlab.registry import Component, Registry, check_bounds
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class OptimInfo(Component):
         return self.make(params, lr, weight_decay=cfg_optim.get("weight_decay", 0.0), **self.options_from(cfg_optim))
 
 
-OPTIMIZERS: Registry[OptimInfo] = Registry("optimiser", entry=OptimInfo)
+OPTIMIZERS: Registry[OptimInfo] = Registry("optimiser", entry=OptimInfo, section="optim")
 
 
 # --- parameter groups -------------------------------------------------------------------------
@@ -218,6 +218,8 @@ def create_optimizer(model_or_params: nn.Module | Iterable, name: str, lr: float
     :class:`trainlab.errors.ConfigError`.
     """
     info = OPTIMIZERS.get(name)
+    check_bounds(f"optimiser {name!r}", {"lr": lr, "weight_decay": weight_decay},
+                 {"lr": "optim.lr", "weight_decay": "optim.weight_decay"})
     if isinstance(model_or_params, nn.Module):
         params = param_groups(model_or_params, weight_decay, no_decay_bias_norm, lr_multipliers)
     else:

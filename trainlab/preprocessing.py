@@ -42,7 +42,7 @@ class PreprocessInfo(Component):
         return self.make(**self.options_from(cfg_preprocess))
 
 
-PREPROCESSORS: Registry[PreprocessInfo] = Registry("preprocessor", entry=PreprocessInfo)
+PREPROCESSORS: Registry[PreprocessInfo] = Registry("preprocessor", entry=PreprocessInfo, section="preprocess")
 
 # Rows per float64 chunk: 4096 x 3072 doubles is 100 MB, small next to the data set itself.
 _CHUNK_ROWS = 4096

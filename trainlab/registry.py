@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from trainlab.errors import ConfigError
+from trainlab.schema import SCHEMA
 
 T = TypeVar("T")
 
@@ -38,6 +39,16 @@ def check_keywords(what: str, given: Mapping[str, Any], allowed) -> None:
                               f"its options are: {', '.join(allowed) or 'none'}")
 
 
+def check_bounds(what: str, values: Mapping[str, Any], keys: Mapping[str, str]) -> None:
+    """ConfigError when a number in ``values`` breaks the bounds of the schema key its keyword
+    mirrors (``keys``: keyword → dotted key), as the same value in a config would be refused."""
+    for keyword, dotted in keys.items():
+        value, key = values.get(keyword), SCHEMA[dotted]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key.out_of_range(value):
+            raise ConfigError(f"bad value {value!r} for {keyword} of {what}: expected {key.bounds()} "
+                              f"(config key {dotted}: {key.help})")
+
+
 @dataclass(frozen=True)
 class Component:
     """One registry entry: the factory ``make`` (keyword arguments, defaults in its signature)
@@ -47,6 +58,7 @@ class Component:
     make: Callable
     options: Mapping[str, str] = field(default_factory=dict)
     kind: str = "component"
+    section: str = ""  # the config section the options' keys are in
 
     def keywords(self) -> list[str]:
         """The keyword arguments ``make`` accepts."""
@@ -55,7 +67,9 @@ class Component:
 
     def create(self, *args, **kw):
         """``make(*args, **kw)``, refusing an unknown keyword with a ConfigError (not a TypeError)."""
-        check_keywords(f"{self.kind} {self.name!r}", kw, self.keywords()[len(args):])
+        what = f"{self.kind} {self.name!r}"
+        check_keywords(what, kw, self.keywords()[len(args):])
+        check_bounds(what, kw, {k: f"{self.section}.{key}" for k, key in self.options.items()})
         return self.make(*args, **kw)
 
     def options_from(self, section: Mapping[str, Any]) -> dict:
@@ -74,19 +88,21 @@ class Registry(Generic[T]):
 
     ``entry``: the :class:`Component` type each registered factory is wrapped in (the factory
     itself is returned unchanged by ``register``, so it stays a plain function or class);
-    without one, the registered object is stored as it is.
+    without one, the registered object is stored as it is. ``section``: the config section
+    whose keys the entries' options are.
     """
 
-    def __init__(self, kind: str, entry: type[Component] | None = None):
+    def __init__(self, kind: str, entry: type[Component] | None = None, section: str = ""):
         self.kind = kind
-        self.entry = entry
+        self.entry, self.section = entry, section
         self._items: dict[str, T] = {}
 
     def register(self, name: str, **metadata) -> Callable:
         def add(obj):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = self.entry(name, obj, kind=self.kind, **metadata) if self.entry is not None else obj
+            self._items[name] = (self.entry(name, obj, kind=self.kind, section=self.section, **metadata)
+                                 if self.entry is not None else obj)
             return obj
 
         return add

@@ -26,7 +26,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from trainlab.optim import base_lr
-from trainlab.registry import Component, Registry
+from trainlab.registry import Component, Registry, check_bounds
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ScheduleInfo(Component):
         return self.make(t, T, **self.options_from(cfg_schedule))
 
 
-SCHEDULES: Registry[ScheduleInfo] = Registry("schedule", entry=ScheduleInfo)
+SCHEDULES: Registry[ScheduleInfo] = Registry("schedule", entry=ScheduleInfo, section="schedule")
 _CYCLE = {"cycle_epochs": "cycle_epochs", "min_scale": "min_scale"}
 
 # t is step / steps_per_epoch in floating point: a boundary at an exact epoch such as 3.0 may come
@@ -244,6 +244,8 @@ def create_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: float,
     ``options`` are the schedule's own (milestones, gamma, decay, min_scale, cycle_epochs,
     cycle_mult, peak_fraction); an unknown name or option raises :class:`trainlab.errors.ConfigError`.
     """
+    check_bounds(f"schedule {name!r}", {"warmup": warmup, "epochs": epochs},
+                 {"warmup": "schedule.warmup_epochs", "epochs": "train.epochs"})
     return PerIterationLambdaLR(optimizer, multiplier_fn(name, epochs, steps_per_epoch, warmup, **options))
 
 
