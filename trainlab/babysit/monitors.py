@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from trainlab.babysit.diagnosis import monitor_verdicts, unit_verdicts
 from trainlab.io import append_jsonl, read_jsonl
 from trainlab.train import Callback, StepInfo, Trainer
 
@@ -268,8 +269,6 @@ class AttachedMonitors:
     def verdicts(self) -> list[dict]:
         """Problems the records show (dead, saturated or vanishing units, update ratios far from
         1e-3): the live checks of ``trainlab train``, over the latest record and the first."""
-        from trainlab.babysit.diagnosis import monitor_verdicts, unit_verdicts
-
         found = {v["code"]: v for v in unit_verdicts(self.records)}
         base = self.base_lr
         for v in monitor_verdicts(self.records[-1], base if base is not None else math.inf):
@@ -376,8 +375,6 @@ class Monitors(Callback):
 
     def warn_live(self, record: dict) -> None:
         """Print each kind of problem once, when a monitor first sees it."""
-        from trainlab.babysit.diagnosis import monitor_verdicts
-
         for v in monitor_verdicts(record, self.base_lr):
             if v["code"] not in self.warned:
                 self.warned.add(v["code"])
