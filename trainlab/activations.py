@@ -2,59 +2,71 @@
 
 Every entry of :data:`ACTIVATIONS` is a factory
 
-    make(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module
+    make(features: int | None = None, spatial: bool = False, **options) -> nn.Module
 
 that returns a fresh module (a learned activation such as PReLU must not be shared between
 layers). ``features`` is the number of channels/units the activation sees, ``spatial`` says
-whether its input is an image batch (N, C, H, W) or a batch of vectors (N, D).
+whether its input is an image batch (N, C, H, W) or a batch of vectors (N, D); ``options``
+(leaky_relu's ``slope``, elu's ``alpha``) have their defaults in the signature.
 
 Maxout is the odd one out: it "does not have the basic form of dot product -> nonlinearity"
 (lecture), it *is* the dot products. :class:`Maxout` and :class:`MaxoutConv2d` therefore replace
 the linear/conv layer in front of the activation, and the activation slot itself becomes
 ``nn.Identity``. Model builders ask :func:`is_maxout` which layer to build.
 
-    act = make_activation(cfg["model"], features=64, spatial=True)
+    act = create_activation("elu", alpha=0.5)               # keyword arguments
+    act = make_activation(cfg["model"], features=64, spatial=True)  # from the model config section
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from trainlab.registry import Registry
+from trainlab.registry import Component, Registry
 from trainlab.regularization import DropConnectLinear
 
-ACTIVATIONS: Registry = Registry("activation")
+
+@dataclass(frozen=True)
+class ActivationInfo(Component):
+    def __call__(self, cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+        """The config adapter: this activation with its options read from the ``model`` section."""
+        return self.make(features=features, spatial=spatial, **self.options_from(cfg_model))
+
+
+ACTIVATIONS: Registry[ActivationInfo] = Registry("activation", entry=ActivationInfo, section="model")
 
 # He et al. 2015 start PReLU's learned slope at 0.25; it is then trained by backprop.
 PRELU_INIT = 0.25
 
 
 @ACTIVATIONS.register("sigmoid")
-def sigmoid(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def sigmoid(features: int | None = None, spatial: bool = False) -> nn.Module:
     """σ(x) = 1 / (1 + e^(−x)). Saturates at both ends and is not zero-centred (lecture: don't use)."""
     return nn.Sigmoid()
 
 
 @ACTIVATIONS.register("tanh")
-def tanh(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def tanh(features: int | None = None, spatial: bool = False) -> nn.Module:
     """tanh(x) = (e^x − e^(−x)) / (e^x + e^(−x)). Zero-centred, but still saturates."""
     return nn.Tanh()
 
 
 @ACTIVATIONS.register("relu")
-def relu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def relu(features: int | None = None, spatial: bool = False) -> nn.Module:
     """f(x) = max(0, x). Does not saturate for x > 0; units whose input stays negative "die"."""
     return nn.ReLU()
 
 
-@ACTIVATIONS.register("leaky_relu")
-def leaky_relu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
-    """f(x) = max(αx, x) with a fixed slope α = ``model.leaky_slope`` (lecture: 0.01). Will not die."""
-    return nn.LeakyReLU(negative_slope=cfg_model["leaky_slope"])
+@ACTIVATIONS.register("leaky_relu", options={"slope": "leaky_slope"})
+def leaky_relu(features: int | None = None, spatial: bool = False, slope: float = 0.01) -> nn.Module:
+    """f(x) = max(αx, x) with a fixed slope α = ``slope`` (lecture: 0.01). Will not die."""
+    return nn.LeakyReLU(negative_slope=slope)
 
 
 @ACTIVATIONS.register("prelu")
-def prelu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def prelu(features: int | None = None, spatial: bool = False) -> nn.Module:
     """f(x) = max(αx, x) with α a parameter learned by backprop (He et al. 2015).
 
     One α per channel (images) or per unit (vectors) when ``features`` is given, else one shared α.
@@ -62,32 +74,42 @@ def prelu(cfg_model: dict, features: int | None = None, spatial: bool = False) -
     return nn.PReLU(num_parameters=features or 1, init=PRELU_INIT)
 
 
-@ACTIVATIONS.register("elu")
-def elu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
-    """f(x) = x if x > 0 else α (exp(x) − 1), α = ``model.elu_alpha`` (Clevert et al. 2015).
+@ACTIVATIONS.register("elu", options={"alpha": "elu_alpha"})
+def elu(features: int | None = None, spatial: bool = False, alpha: float = 1.0) -> nn.Module:
+    """f(x) = x if x > 0 else α (exp(x) − 1), α = ``alpha`` (Clevert et al. 2015).
 
     Closer to zero-mean outputs than ReLU; the negative side saturates at −α.
     """
-    return nn.ELU(alpha=cfg_model["elu_alpha"])
+    return nn.ELU(alpha=alpha)
 
 
 @ACTIVATIONS.register("gelu")
-def gelu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def gelu(features: int | None = None, spatial: bool = False) -> nn.Module:
     """f(x) = x · Φ(x), Φ the standard normal CDF (Hendrycks and Gimpel 2016)."""
     return nn.GELU()
 
 
 @ACTIVATIONS.register("silu")
-def silu(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def silu(features: int | None = None, spatial: bool = False) -> nn.Module:
     """f(x) = x · σ(x), also called swish (Ramachandran et al. 2017)."""
     return nn.SiLU()
 
 
 @ACTIVATIONS.register("maxout")
-def maxout(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+def maxout(features: int | None = None, spatial: bool = False) -> nn.Module:
     """max(w₁ᵀx + b₁, …, w_kᵀx + b_k) — computed by :class:`Maxout`/:class:`MaxoutConv2d`, which the
     model builders put in place of the preceding linear/conv layer; the activation slot is empty."""
     return nn.Identity()
+
+
+def create_activation(name: str, features: int | None = None, spatial: bool = False, **options) -> nn.Module:
+    """A fresh activation module by name: ``create_activation("leaky_relu", slope=0.1)``,
+    ``create_activation("prelu", features=64, spatial=True)`` (one learned slope per channel).
+
+    "maxout" gives ``nn.Identity``: maxout replaces the layer before it (:class:`Maxout`).
+    An unknown name or option raises :class:`trainlab.errors.ConfigError`.
+    """
+    return ACTIVATIONS.get(name).create(features=features, spatial=spatial, **options)
 
 
 def make_activation(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
@@ -150,4 +172,4 @@ class MaxoutConv2d(nn.Module):
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, k={self.k}"
 
 
-__all__ = ["ACTIVATIONS", "make_activation", "is_maxout", "Maxout", "MaxoutConv2d", "PRELU_INIT"]
+__all__ = ["ACTIVATIONS", "ActivationInfo", "create_activation", "make_activation", "is_maxout", "Maxout", "MaxoutConv2d", "PRELU_INIT"]

@@ -10,7 +10,10 @@ There are no per-sample Python loops: per-sample parameters are (N,)-shaped tens
 crops, boxes and warps are built from index arithmetic or ``F.affine_grid``/``F.grid_sample``
 (the airbench way: ``batch_flip_lr``, ``batch_crop``).
 
-    augment = build_augment(cfg["augment"], num_classes=10, x_train=x_train)
+    augment = create_augmentation(["flip", "crop", "cutout"], crop_padding=2, cutout_size=4, seed=0)
+    x, y = augment(x, y)            # any batch, e.g. from a torch DataLoader, on its own device
+
+    augment = build_augment(cfg["augment"], num_classes=10, x_train=x_train)   # from the config
     gen = torch.Generator().manual_seed(cfg["seed"])
     x, y = augment(x, y, gen)       # y: int64 (N,), or soft (N, C) when mixup/cutmix is on
 
@@ -19,7 +22,7 @@ Augmentations see raw images in [0, 1] (preprocessing lives in the model and run
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,12 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainlab.errors import UserError
+from trainlab.errors import ConfigError, UserError
 from trainlab.preprocessing import eigen_descending, mean_and_covariance
-from trainlab.registry import Registry
+from trainlab.registry import Component, Registry, check_bounds, check_keywords
 from trainlab.schema import SCHEMA
 
-AUGMENTATIONS: Registry[Callable[[dict], Augmentation]] = Registry("augmentation")
+
+@dataclass(frozen=True)
+class AugmentInfo(Component):
+    """An augmentation entry: ``make`` is the :class:`Augmentation` class; ``options`` maps its
+    constructor's keywords to keys of the ``augment`` config section."""
+
+    def __call__(self, cfg_augment: dict) -> Augmentation:
+        """The config adapter: this augmentation with its options read from the ``augment`` section."""
+        return self.make(**self.options_from(cfg_augment))
+
+
+AUGMENTATIONS: Registry[AugmentInfo] = Registry("augmentation", entry=AugmentInfo, section="augment")
 
 # ITU-R BT.601 luma, the grey level torchvision's and PIL's colour jitter use.
 _LUMA = (0.299, 0.587, 0.114)
@@ -40,12 +54,6 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def _default(key: str):
     value = SCHEMA[f"augment.{key}"].default
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _option(cfg: dict, key: str):
-    """cfg[key], or the config schema's default, so a partial dict (tests, scripts) works."""
-    value = cfg[key] if key in cfg else SCHEMA[f"augment.{key}"].default
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -132,10 +140,6 @@ class Augmentation:
     needs_fit = False
     mixes_labels = False
 
-    @classmethod
-    def from_config(cls, cfg_augment: dict) -> Augmentation:
-        return cls()
-
     def fit(self, x_train: Tensor) -> Augmentation:
         return self
 
@@ -151,13 +155,13 @@ class Augmentation:
         raise NotImplementedError
 
 
-def _register(name: str):
-    """Register ``cls.from_config`` as the factory for ``name`` (config → augmentation)."""
+def _register(name: str, **options: str):
+    """Register an Augmentation class under ``name``; ``options``: constructor keyword → key of
+    the ``augment`` config section."""
 
     def add(cls):
         cls.name = name
-        AUGMENTATIONS.register(name)(cls.from_config)
-        return cls
+        return AUGMENTATIONS.register(name, options=options)(cls)
 
     return add
 
@@ -178,7 +182,7 @@ class RandomFlip(Augmentation):
         return torch.where(_per_sample(flip), x.flip(-1), x), y
 
 
-@_register("crop")
+@_register("crop", padding="crop_padding")
 @dataclass(eq=False)
 class RandomCrop(Augmentation):
     """Random crop of the zero-padded image, i.e. a random translation by up to ``padding`` px:
@@ -186,10 +190,6 @@ class RandomCrop(Augmentation):
     """
 
     padding: int = _default("crop_padding")
-
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(int(_option(cfg_augment, "crop_padding")))
 
     def apply(self, x, y, gen):
         p = self.padding
@@ -204,7 +204,7 @@ class RandomCrop(Augmentation):
         return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous(), y
 
 
-@_register("resized_crop")
+@_register("resized_crop", scale="scale", ratio="ratio")
 @dataclass(eq=False)
 class RandomResizedCrop(Augmentation):
     """Random resized crop ("random crops and scales"), resized back to H x W (bilinear).
@@ -218,10 +218,6 @@ class RandomResizedCrop(Augmentation):
     scale: tuple[float, float] = _default("scale")
     ratio: tuple[float, float] = _default("ratio")
     tries: int = 10
-
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(_option(cfg_augment, "scale"), _option(cfg_augment, "ratio"))
 
     def apply(self, x, y, gen):
         n, _, h, w = x.shape
@@ -244,7 +240,7 @@ class RandomResizedCrop(Augmentation):
         return _warp(x, theta, padding_mode="border"), y
 
 
-@_register("jitter")
+@_register("jitter", brightness="brightness", contrast="contrast", saturation="saturation")
 @dataclass(eq=False)
 class ColorJitter(Augmentation):
     """Colour jitter ("randomize contrast and brightness"), factors per sample, in this order:
@@ -261,10 +257,6 @@ class ColorJitter(Augmentation):
     contrast: float = _default("contrast")
     saturation: float = _default("saturation")
 
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(*(float(_option(cfg_augment, k)) for k in ("brightness", "contrast", "saturation")))
-
     def _factor(self, gen, strength: float, x: Tensor) -> Tensor:
         return _per_sample(_uniform(gen, len(x), 1.0 - strength, 1.0 + strength, x))
 
@@ -279,7 +271,7 @@ class ColorJitter(Augmentation):
         return x, y
 
 
-@_register("lighting")
+@_register("lighting", std="lighting_std")
 @dataclass(eq=False)
 class Lighting(Augmentation):
     """AlexNet's PCA colour noise ("fancy PCA", Krizhevsky et al. 2012).
@@ -296,10 +288,6 @@ class Lighting(Augmentation):
     eigenvalues: Tensor | None = field(default=None, repr=False)
     eigenvectors: Tensor | None = field(default=None, repr=False)
     needs_fit = True
-
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(float(_option(cfg_augment, "lighting_std")))
 
     def fit(self, x_train: Tensor) -> Lighting:
         require_images(x_train, self.name)
@@ -321,7 +309,7 @@ class Lighting(Augmentation):
         return x + offset[:, :, None, None], y
 
 
-@_register("affine")
+@_register("affine", rotate="rotate", shear="shear", translate="translate")
 @dataclass(eq=False)
 class RandomAffine(Augmentation):
     """Random rotation, shear and translation ("translation, rotation, stretching, shearing").
@@ -334,10 +322,6 @@ class RandomAffine(Augmentation):
     rotate: float = _default("rotate")
     shear: float = _default("shear")
     translate: float = _default("translate")
-
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(*(float(_option(cfg_augment, k)) for k in ("rotate", "shear", "translate")))
 
     def apply(self, x, y, gen):
         n, _, h, w = x.shape
@@ -358,7 +342,7 @@ class RandomAffine(Augmentation):
         return _warp(x, theta, padding_mode="zeros"), y
 
 
-@_register("cutout")
+@_register("cutout", size="cutout_size")
 @dataclass(eq=False)
 class Cutout(Augmentation):
     """Cutout (DeVries & Taylor 2017): "set random image regions to zero".
@@ -368,10 +352,6 @@ class Cutout(Augmentation):
     """
 
     size: int = _default("cutout_size")
-
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(int(_option(cfg_augment, "cutout_size")))
 
     def apply(self, x, y, gen):
         n, _, h, w = x.shape
@@ -403,16 +383,12 @@ class _Mixing(Augmentation):
     alpha: float
     num_classes: int | None
 
-    @classmethod
-    def from_config(cls, cfg_augment):
-        return cls(float(_option(cfg_augment, "mix_alpha")))
-
     def _mix_targets(self, y: Tensor, lam: Tensor, perm: Tensor, x: Tensor) -> Tensor:
         y = soft_targets(y, self.num_classes, _target_dtype(x))
         return torch.lerp(y[perm], y, lam.to(y.dtype)[:, None])
 
 
-@_register("mixup")
+@_register("mixup", alpha="mix_alpha")
 @dataclass(eq=False)
 class Mixup(_Mixing):
     """Mixup (Zhang et al. 2018): "train on random blends of images", e.g. 40% cat, 60% dog.
@@ -433,7 +409,7 @@ class Mixup(_Mixing):
         return mixed, self._mix_targets(y, lam, perm, x)
 
 
-@_register("cutmix")
+@_register("cutmix", alpha="mix_alpha")
 @dataclass(eq=False)
 class CutMix(_Mixing):
     """CutMix (Yun et al. 2019): paste a box of image perm(n) into image n.
@@ -465,11 +441,20 @@ class CutMix(_Mixing):
 
 class AugmentPipeline:
     """Applies augmentations in order. If any mixes labels, integer labels are turned into
-    one-hot targets first, so the output is always soft (N, num_classes) in that case."""
+    one-hot targets first, so the output is always soft (N, num_classes) in that case.
 
-    def __init__(self, augmentations: Sequence[Augmentation], num_classes: int):
+    ``augment(x, y, gen)`` draws from ``gen``; ``augment(x, y)`` from the pipeline's own
+    generator (seeded by ``seed``), for loops that do not keep one.
+    """
+
+    def __init__(self, augmentations: Sequence[Augmentation], num_classes: int | None, seed: int | None = None):
         self.augmentations = list(augmentations)
         self.num_classes = num_classes
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
         self.soft_targets = any(a.mixes_labels for a in self.augmentations)
         for a in self.augmentations:
             if a.mixes_labels:
@@ -481,7 +466,8 @@ class AugmentPipeline:
                 a.fit(x_train)
         return self
 
-    def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        gen = self.generator if gen is None else gen
         if self.soft_targets:
             y = soft_targets(y, self.num_classes, _target_dtype(x))
         for a in self.augmentations:
@@ -492,25 +478,59 @@ class AugmentPipeline:
         return f"AugmentPipeline({self.augmentations}, num_classes={self.num_classes})"
 
 
-def build_augment(cfg_augment: dict, num_classes: int, x_train: Tensor | None = None) -> AugmentPipeline | None:
-    """Compose ``cfg_augment["names"]`` in order; None when the list is empty.
+def augment_option_keys() -> list[str]:
+    """Every option an augmentation takes, by its ``augment`` config key (crop_padding, ...)."""
+    return list(dict.fromkeys(key for name in AUGMENTATIONS for key in AUGMENTATIONS.get(name).options.values()))
 
-    ``x_train`` (the training split, raw [0, 1] images) fits the augmentations that need it
-    (lighting) and lets flat data be refused here, before any training starts.
+
+def create_augmentation(names: Sequence[str], num_classes: int | None = None, x_train: Tensor | None = None,
+                        seed: int | None = None, **options) -> AugmentPipeline:
+    """The augmentations ``names`` composed in order, batched and on the batch's device:
+
+        augment = create_augmentation(["flip", "crop", "cutout"], crop_padding=2, cutout_size=4, seed=0)
+        x, y = augment(x, y)      # a batch (N, C, H, W) in [0, 1], e.g. from a torch DataLoader
+
+    ``options`` are named as the ``augment`` config keys (crop_padding, cutout_size, scale,
+    ratio, brightness, contrast, saturation, lighting_std, rotate, shear, translate, mix_alpha);
+    each defaults to the value in its augmentation's signature. ``num_classes`` is needed by
+    mixup/cutmix (they return soft targets), ``x_train`` by lighting (fitted on it) and lets
+    flat data be refused before training. An unknown name, or an option that none of ``names``
+    takes, raises :class:`trainlab.errors.ConfigError`.
     """
-    names = list(cfg_augment.get("names", []))
-    if not names:
-        return None
-    pipeline = AugmentPipeline([AUGMENTATIONS.get(name)(cfg_augment) for name in names], num_classes)
+    names = [names] if isinstance(names, str) else list(names)
+    infos = [AUGMENTATIONS.get(name) for name in names]
+    check_keywords("create_augmentation", options, augment_option_keys())
+    check_bounds("create_augmentation", options, {key: f"augment.{key}" for key in options})
+    used = {key for info in infos for key in info.options.values()}
+    unused = [key for key in options if key not in used]
+    if unused:
+        raise ConfigError(f"option {unused[0]!r} is not used by any of the augmentations {names}; "
+                          f"they take: {', '.join(sorted(used)) or 'no options'}")
+    pipeline = AugmentPipeline([info(options) for info in infos], num_classes, seed)
+    if any(a.mixes_labels for a in pipeline.augmentations) and num_classes is None:
+        raise ConfigError(f"{', '.join(a.name for a in pipeline.augmentations if a.mixes_labels)} mixes labels "
+                          "into soft targets: pass num_classes")
     if x_train is None:
         unfitted = [a.name for a in pipeline.augmentations if a.needs_fit]
         if unfitted:
-            raise ValueError(f"augmentation {', '.join(unfitted)} must be fitted: pass x_train to build_augment")
+            raise ValueError(f"augmentation {', '.join(unfitted)} must be fitted: pass x_train")
         return pipeline
     for a in pipeline.augmentations:
         if a.needs_images:
             require_images(x_train, a.name)
     return pipeline.fit(x_train)
+
+
+def build_augment(cfg_augment: dict, num_classes: int, x_train: Tensor | None = None,
+                  seed: int | None = None) -> AugmentPipeline | None:
+    """The config adapter of :func:`create_augmentation`: ``cfg_augment["names"]`` in order with
+    the options they take from the section; None when the list is empty."""
+    names = list(cfg_augment.get("names", []))
+    if not names:
+        return None
+    used = {key for name in names for key in AUGMENTATIONS.get(name).options.values()}
+    options = {key: cfg_augment[key] for key in used if key in cfg_augment}
+    return create_augmentation(names, num_classes, x_train, seed, **options)
 
 
 # --- test-time augmentation -----------------------------------------------------------------
@@ -553,6 +573,8 @@ __all__ = [
     "Cutout",
     "Mixup",
     "CutMix",
+    "AugmentInfo",
+    "create_augmentation",
     "build_augment",
     "soft_targets",
     "tta_views",

@@ -17,15 +17,12 @@ import sys
 from pathlib import Path
 
 from trainlab import ensemble, transfer
+from trainlab.api import evaluate
 from trainlab.arguments import add_config_args, config_from_args
 from trainlab.babysit import commands as babysit_commands
-from trainlab.checkpoint import load_checkpoint
-from trainlab.classifier import load_classifier
-from trainlab.config import cfg_with, keys_table, load_config, parse_overrides
-from trainlab.data import describe_datasets, load_data
-from trainlab.device import resolve_device
+from trainlab.config import keys_table, load_config
+from trainlab.data import describe_datasets
 from trainlab.errors import UserError
-from trainlab.evaluate import evaluate
 from trainlab.io import write_json
 from trainlab.lab import commands as lab_commands
 from trainlab.plots import plot_confusion
@@ -55,25 +52,14 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     src = Path(args.run)
-    path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src
-    ckpt = load_checkpoint(path)
-    cfg = cfg_with(ckpt["config"], parse_overrides(args.overrides))
-    device = resolve_device(cfg["device"])
-    model = load_classifier(ckpt, device)
-    data = load_data(cfg)
-    if data.test_y is None or len(data.test_y) == 0:
-        raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
-    m = evaluate(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,
-                 cfg["train"]["eval_batch_size"], tta=args.tta)
+    result = evaluate(src, args.checkpoint, args.tta, args.overrides)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"checkpoint": str(path), "tta": args.tta, "test_loss": m["loss"], "test_acc": m["acc"],
-              "test_top5": m["top5"], "per_class_acc": m["per_class_acc"], "confusion": m["confusion"],
-              "classes": data.classes}
     write_json(out / "evaluation.json", result)
-    plot_confusion(m["confusion"], list(data.classes), out / "plots" / "confusion.png")
-    print(f"test_loss {m['loss']:.4f}  top-1 {m['acc']:.4f}  top-5 {m['top5']:.4f}  (tta={args.tta})")
-    for name, acc in zip(data.classes, m["per_class_acc"]):
+    plot_confusion(result["confusion"], list(result["classes"]), out / "plots" / "confusion.png")
+    print(f"test_loss {result['test_loss']:.4f}  top-1 {result['test_acc']:.4f}  top-5 {result['test_top5']:.4f}  "
+          f"(tta={args.tta})")
+    for name, acc in zip(result["classes"], result["per_class_acc"]):
         print(f"  {name:>16}: {acc:.4f}")
     print(f"wrote {out / 'evaluation.json'}")
     return 0

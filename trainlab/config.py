@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from trainlab.components import REGISTRIES
-from trainlab.errors import UserError
+from trainlab.errors import ConfigError
 from trainlab.registry import close_matches
 from trainlab.schema import SCHEMA, Key, defaults, set_dotted
 
@@ -47,8 +47,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def _unknown_key(name: str) -> UserError:
-    return UserError(
+def _unknown_key(name: str) -> ConfigError:
+    return ConfigError(
         f"unknown config key {name!r}{close_matches(name, SCHEMA)}. "
         "Run `trainlab config-keys` for the full list."
     )
@@ -58,17 +58,12 @@ def _describe(key: Key) -> str:
     if key.choices is not None:
         names = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
         return "one of: " + ", ".join(map(str, names))
-    parts = []
-    if key.low is not None:
-        parts.append(f"{'>' if key.low_open else '>='} {key.low:g}")
-    if key.high is not None:
-        parts.append(f"{'<' if key.high_open else '<='} {key.high:g}")
-    return f"a {key.kind}" + (" " + " and ".join(parts) if parts else "") + (" or null" if key.nullable else "")
+    return f"a {key.kind}" + (" " + key.bounds() if key.bounds() else "") + (" or null" if key.nullable else "")
 
 
 def _coerce(name: str, key: Key, value):
-    """Turn a YAML/CLI value into the key's type, or raise a UserError naming key and range."""
-    bad = UserError(f"bad value {value!r} for {name}: expected {_describe(key)} ({key.help})")
+    """Turn a YAML/CLI value into the key's type, or raise a ConfigError naming key and range."""
+    bad = ConfigError(f"bad value {value!r} for {name}: expected {_describe(key)} ({key.help})")
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~") and key.kind != "str"):
         if key.nullable:
             return None
@@ -92,9 +87,7 @@ def _coerce(name: str, key: Key, value):
             if number != int(number):
                 raise bad
             number = int(number)
-        if key.low is not None and (number < key.low or (key.low_open and number == key.low)):
-            raise bad
-        if key.high is not None and (number > key.high or (key.high_open and number == key.high)):
+        if key.out_of_range(number):
             raise bad
         return number
     if key.kind in ("floats", "strs"):
@@ -115,7 +108,7 @@ def _coerce(name: str, key: Key, value):
             allowed = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
             for v in items:
                 if v not in allowed:
-                    raise UserError(f"bad value {v!r} in {name}{close_matches(v, allowed)}: expected {_describe(key)}")
+                    raise ConfigError(f"bad value {v!r} in {name}{close_matches(v, allowed)}: expected {_describe(key)}")
         return items
     # str
     if isinstance(value, bool) and isinstance(key.choices, tuple):
@@ -126,7 +119,7 @@ def _coerce(name: str, key: Key, value):
     if key.choices is not None:
         allowed = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
         if value not in allowed:
-            raise UserError(f"bad value {value!r} for {name}{close_matches(value, allowed)}: expected {_describe(key)}")
+            raise ConfigError(f"bad value {value!r} for {name}{close_matches(value, allowed)}: expected {_describe(key)}")
     return value
 
 
@@ -145,7 +138,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise UserError(f"bad argument {item!r}: overrides are written key=value, e.g. optim.lr=0.1")
+            raise ConfigError(f"bad argument {item!r}: overrides are written key=value, e.g. optim.lr=0.1")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return out
@@ -166,38 +159,38 @@ def _check_consistency(cfg: dict) -> dict:
     for name in ("augment.scale", "augment.ratio", "optim.betas"):
         v = _get(cfg, name)
         if len(v) != 2:
-            raise UserError(f"bad value {v!r} for {name}: expected two numbers [low, high]")
+            raise ConfigError(f"bad value {v!r} for {name}: expected two numbers [low, high]")
     lo, hi = cfg["augment"]["scale"]
     if not 0 < lo <= hi <= 1:
-        raise UserError(f"bad value {[lo, hi]} for augment.scale: expected 0 < low <= high <= 1")
+        raise ConfigError(f"bad value {[lo, hi]} for augment.scale: expected 0 < low <= high <= 1")
     lo, hi = cfg["augment"]["ratio"]
     if not 0 < lo <= hi:
-        raise UserError(f"bad value {[lo, hi]} for augment.ratio: expected 0 < low <= high")
+        raise ConfigError(f"bad value {[lo, hi]} for augment.ratio: expected 0 < low <= high")
     b1, b2 = cfg["optim"]["betas"]
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise UserError(f"bad value {[b1, b2]} for optim.betas: each beta must be in [0, 1)")
+        raise ConfigError(f"bad value {[b1, b2]} for optim.betas: each beta must be in [0, 1)")
     if any(not 0 < m < 1 for m in cfg["schedule"]["milestones"]):
-        raise UserError("bad value for schedule.milestones: expected fractions of training in (0, 1), e.g. [0.5, 0.75]")
+        raise ConfigError("bad value for schedule.milestones: expected fractions of training in (0, 1), e.g. [0.5, 0.75]")
     if cfg["preprocess"]["components"] > 1 and cfg["preprocess"]["components"] != int(cfg["preprocess"]["components"]):
-        raise UserError("bad value for preprocess.components: an integer number of components, or a variance fraction in (0, 1]")
+        raise ConfigError("bad value for preprocess.components: an integer number of components, or a variance fraction in (0, 1]")
     return cfg
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(tree, dict):
-        raise UserError(f"config file {str(path)!r} must be a mapping of keys to values, got {type(tree).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must be a mapping of keys to values, got {type(tree).__name__}")
     return tree
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> dict:
-    """YAML file (optional) + overrides → validated nested config. Raises UserError."""
+    """YAML file (optional) + overrides → validated nested config. Raises ConfigError."""
     flat: dict[str, Any] = {}
     if path is not None:
         flat.update(flatten(read_yaml(path)))

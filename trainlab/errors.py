@@ -1,4 +1,4 @@
-"""The one exception type that means "the user gave us something we cannot use".
+"""The exception types that mean "the user gave us something we cannot use".
 
 The CLI turns a :class:`UserError` into a one-paragraph message and exit code 2 (SPEC §8);
 anything else is a bug or an environment failure and exits 1.
@@ -10,3 +10,8 @@ class UserError(Exception):
 
     The message must name the problem and say what to do about it.
     """
+
+
+class ConfigError(UserError):
+    """A bad configuration: an unknown key, component name or keyword argument, or a value out
+    of range — from a YAML file, a command-line override, a dict or a factory's arguments."""

@@ -8,9 +8,11 @@ Every trainlab model has one outline, which monitors, transfer learning and fine
     model(x)         = model.head(torch.flatten(model.features(x), 1))
 
 Each builder takes the activation, norm, init and regulariser names of the ``model`` config
-section. Every entry of :data:`MODELS` is ``build(cfg_model, input_shape, num_classes)``;
-:func:`build_model` also fills in defaults and initialises the weights.
+section. Every entry of :data:`MODELS` is ``build(options, input_shape, num_classes)``, options
+being :func:`create_model`'s keyword arguments as a dict; :func:`create_model` fills in the
+defaults (in its signature) and initialises the weights, :func:`build_model` is its config adapter.
 
+    model = create_model("resnet", 10, (3, 32, 32), depth=20, norm="batch")
     model = build_model({"name": "resnet", "depth": 20, "norm": "batch"}, (3, 32, 32), 10)
 """
 from __future__ import annotations
@@ -21,11 +23,11 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from trainlab.activations import Maxout, MaxoutConv2d, is_maxout, make_activation
-from trainlab.errors import UserError
-from trainlab.init import init_model
-from trainlab.norms import make_norm
-from trainlab.registry import Registry, close_matches
+from trainlab.activations import ACTIVATIONS, Maxout, MaxoutConv2d, is_maxout, make_activation
+from trainlab.errors import ConfigError, UserError
+from trainlab.init import INITS, init_model
+from trainlab.norms import NORMS, make_norm
+from trainlab.registry import Registry, check_bounds, close_matches
 from trainlab.regularization import (
     DropConnectLinear,
     Dropout,
@@ -69,21 +71,40 @@ def model_config(**overrides) -> dict:
     cfg = defaults()["model"]
     for key in overrides:
         if key not in cfg:
-            raise UserError(f"unknown config key 'model.{key}'{close_matches(key, cfg)}")
+            raise ConfigError(f"unknown config key 'model.{key}'{close_matches(key, cfg)}")
     cfg.update(overrides)
     return cfg
 
 
-def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Module:
-    """Build the architecture named by ``cfg_model["name"]`` and initialise it (:func:`init_model`).
+def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int | None = None,
+                 width: int | None = None, activation: str = "relu", leaky_slope: float = 0.01,
+                 elu_alpha: float = 1.0, maxout_k: int = 2, norm: str = "none", groups: int = 8,
+                 init: str = "kaiming", init_std: float = 0.01, bias_init: float = 0.0, head_scale: float = 0.1,
+                 zero_init_residual: bool = True, dropout: float = 0.0, dropconnect: float = 0.0,
+                 stochastic_depth: float = 0.0, fractional_pool: bool = False) -> Classifier:
+    """The architecture ``name`` (mlp, convnet, resnet) for ``num_classes`` classes and samples of
+    ``input_shape`` — (C, H, W) images or (D,) vectors — initialised, e.g.
+    ``create_model("convnet", 10, (1, 8, 8), width=16, norm="batch", dropout=0.1)``.
 
-    input_shape: one sample's shape, (C, H, W) for images or (D,) for feature vectors.
+    depth/width None: the architecture's own default (mlp 2 x 256; convnet 3 stages from 32
+    channels; resnet 20 from 16). The keywords are the ``model`` config keys (see the README's
+    table). An unknown name raises :class:`trainlab.errors.ConfigError`.
     """
-    cfg = model_config(**cfg_model)
+    options = dict(locals())
+    del options["num_classes"], options["input_shape"]
     if num_classes < 1:
         raise UserError(f"a classifier needs at least one class, got num_classes={num_classes}")
-    model = MODELS.get(cfg["name"])(cfg, tuple(input_shape), num_classes)
-    return init_model(model, cfg)
+    check_bounds(f"model {name!r}", options, {key: f"model.{key}" for key in options if key != "name"})
+    for kind, registry in (("activation", ACTIVATIONS), ("norm", NORMS), ("init", INITS)):
+        registry.get(options[kind])  # an unknown name fails here, before any layer is built
+    model = MODELS.get(name)(options, tuple(input_shape), num_classes)
+    return init_model(model, options)
+
+
+def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Module:
+    """The config adapter of :func:`create_model`: the ``model`` section (a partial one is
+    completed with the defaults) as its keyword arguments."""
+    return create_model(input_shape=input_shape, num_classes=num_classes, **model_config(**cfg_model))
 
 
 # --- shared layer builders -------------------------------------------------------------------
@@ -197,7 +218,7 @@ class BasicBlock(nn.Module):
     the shape changes. With maxout the first conv is a :class:`MaxoutConv2d` and ``act`` is the
     identity (maxout has no elementwise form to apply after the sum).
 
-    ``branch`` and ``shortcut`` are the names :func:`trainlab.init.zero_init_residual` looks for.
+    ``branch`` and ``shortcut`` are the names :func:`trainlab.init.zero_init_residual_blocks` looks for.
     """
 
     def __init__(self, in_c: int, out_c: int, stride: int, cfg: dict, drop_prob: float = 0.0):
@@ -257,5 +278,5 @@ def resnet(cfg: dict, input_shape: tuple, num_classes: int) -> Classifier:
     return Classifier(nn.Sequential(stem, *stages), nn.Linear(in_c, num_classes), input_shape, num_classes)
 
 
-__all__ = ["MODELS", "build_model", "model_config", "Classifier", "BasicBlock", "GlobalAvgPool",
+__all__ = ["MODELS", "create_model", "build_model", "model_config", "Classifier", "BasicBlock", "GlobalAvgPool",
            "fit_convnet_depth", "resnet_layout"]

@@ -8,30 +8,41 @@ taken over (x: N × C × H × W, or N × D for vectors):
     instance  μ, σ: N × C × 1 × 1  (over H, W of each sample and channel)
     group     μ, σ: N × G × 1 × 1  (over H, W and the C/G channels of each group)
 
-Every entry of :data:`NORMS` is ``make(num_features, spatial, cfg_model) -> nn.Module``.
+Every entry of :data:`NORMS` is ``make(num_features, spatial=False, **options) -> nn.Module``
+(group norm's option: ``groups``); :func:`create_norm` finds one by name, :func:`make_norm`
+reads the name and options from the ``model`` config section.
 :func:`fold_batchnorm` fuses a test-time batch norm into the layer before it.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from trainlab.errors import UserError
-from trainlab.registry import Registry
+from trainlab.registry import Component, Registry
 
-NORMS: Registry = Registry("normalisation")
+
+@dataclass(frozen=True)
+class NormInfo(Component):
+    def __call__(self, num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
+        """The config adapter: this norm with its options read from the ``model`` section."""
+        return self.make(num_features, spatial, **self.options_from(cfg_model))
+
+
+NORMS: Registry[NormInfo] = Registry("normalisation", entry=NormInfo, section="model")
 
 
 @NORMS.register("none")
-def no_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
+def no_norm(num_features: int, spatial: bool = False) -> nn.Module:
     """y = x."""
     return nn.Identity()
 
 
 @NORMS.register("batch")
-def batch_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
+def batch_norm(num_features: int, spatial: bool = False) -> nn.Module:
     """Batch norm (Ioffe and Szegedy 2015), per channel j over the minibatch (and H, W):
 
         μ_j = (1/N) Σ_i x_ij,  σ_j² = (1/N) Σ_i (x_ij − μ_j)²,  x̂_ij = (x_ij − μ_j) / √(σ_j² + ε),
@@ -44,7 +55,7 @@ def batch_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
 
 
 @NORMS.register("layer")
-def layer_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
+def layer_norm(num_features: int, spatial: bool = False) -> nn.Module:
     """Layer norm (Ba, Kiros and Hinton 2016): μ, σ: N × 1 over all features of each sample,
     γ, β per feature: y = γ (x − μ) / σ + β. Same behaviour in train and test.
 
@@ -54,7 +65,7 @@ def layer_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
 
 
 @NORMS.register("instance")
-def instance_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
+def instance_norm(num_features: int, spatial: bool = False) -> nn.Module:
     """Instance norm (Ulyanov et al. 2017): μ, σ: N × C × 1 × 1 over H, W of each sample and
     channel; γ, β: 1 × C × 1 × 1. Same behaviour in train and test."""
     if not spatial:
@@ -65,18 +76,24 @@ def instance_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Modul
     return nn.InstanceNorm2d(num_features, affine=True)
 
 
-@NORMS.register("group")
-def group_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
-    """Group norm (Wu and He 2018): channels split into G = ``model.groups`` groups;
+@NORMS.register("group", options={"groups": "groups"})
+def group_norm(num_features: int, spatial: bool = False, groups: int = 8) -> nn.Module:
+    """Group norm (Wu and He 2018): channels split into G = ``groups`` groups;
     μ, σ: N × G over H, W and the C/G channels of each group; γ, β per channel.
     G = 1 is layer norm, G = C is instance norm."""
-    groups = cfg_model["groups"]
     if num_features % groups != 0:
         raise UserError(
             f"model.groups={groups} does not divide the {num_features} channels of a layer: group norm "
             f"needs equal groups. Choose model.groups from the divisors of {num_features}, or change model.width."
         )
     return nn.GroupNorm(groups, num_features)
+
+
+def create_norm(name: str, num_features: int, spatial: bool = False, **options) -> nn.Module:
+    """A normalisation layer by name for ``num_features`` channels (``spatial=True``: feature
+    maps N×C×H×W) or units (N×D): ``create_norm("group", 64, spatial=True, groups=8)``.
+    An unknown name or option raises :class:`trainlab.errors.ConfigError`."""
+    return NORMS.get(name).create(num_features, spatial, **options)
 
 
 def make_norm(num_features: int, spatial: bool, cfg_model: dict) -> nn.Module:
@@ -126,4 +143,4 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-__all__ = ["NORMS", "make_norm", "fold_batchnorm"]
+__all__ = ["NORMS", "NormInfo", "create_norm", "make_norm", "fold_batchnorm"]

@@ -4,24 +4,40 @@ Every update rule is torch's own; trainlab only maps config keys to torch argume
 parameter groups. ``tests/test_optim.py`` checks each one, step by step, against the lecture's
 NumPy code on an ill-conditioned quadratic.
 
+    opt = create_optimizer(model, "nesterov", lr=0.05, weight_decay=5e-4, momentum=0.9)
     opt = build_optimizer(model, cfg)                                   # optim.*, train.batch_size
     opt = build_optimizer(model, cfg, lr_multipliers={"features": 0.1})  # fine-tuning
 
-Registry entries have the signature ``make(param_groups, cfg_optim, lr) -> torch.optim.Optimizer``;
-``param_groups`` is the output of :func:`param_groups` (or a plain list of tensors) and ``lr`` the
-base rate: each group's rate is ``lr * group["lr_mult"]``.
+Registry entries are :class:`OptimInfo` records around factories
+``make(params, lr, weight_decay=0.0, **options) -> torch.optim.Optimizer``; ``params`` is the
+output of :func:`param_groups` (or a plain list of tensors) and ``lr`` the base rate: each
+group's rate is ``lr * group["lr_mult"]``.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from trainlab.errors import UserError
-from trainlab.registry import Registry
+from trainlab.registry import Component, Registry, check_bounds
 
-OPTIMIZERS: Registry = Registry("optimiser")
+
+@dataclass(frozen=True)
+class OptimInfo(Component):
+    """An optimiser entry. ``full_batch``: the method needs the whole, noise-free objective and a
+    closure (L-BFGS): the trainer then turns off dropout and augmentation and feeds full batches."""
+
+    full_batch: bool = False
+
+    def __call__(self, params, cfg_optim: dict, lr: float) -> torch.optim.Optimizer:
+        """The config adapter: this optimiser over ``params`` with options from the ``optim`` section."""
+        return self.make(params, lr, weight_decay=cfg_optim.get("weight_decay", 0.0), **self.options_from(cfg_optim))
+
+
+OPTIMIZERS: Registry[OptimInfo] = Registry("optimiser", entry=OptimInfo, section="optim")
 
 
 # --- parameter groups -------------------------------------------------------------------------
@@ -79,8 +95,9 @@ def param_groups(
 
 
 def _with_lr(groups, lr: float) -> list[dict]:
-    """Copies of the groups with ``lr = initial_lr = lr * lr_mult``; a bare list of tensors
-    becomes one group. ``initial_lr`` is what a LambdaLR multiplies by its schedule."""
+    """Copies of the groups with ``lr = initial_lr = lr * lr_mult``; bare tensors (a list, or a
+    generator such as ``model.parameters()``) become one group. ``initial_lr`` is what a
+    LambdaLR multiplies by its schedule."""
     groups = list(groups)
     if groups and isinstance(groups[0], torch.Tensor):
         groups = [{"params": groups}]  # weight decay then comes from the optimiser's default
@@ -99,58 +116,49 @@ def _with_lr(groups, lr: float) -> list[dict]:
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+def sgd(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Vanilla SGD: ``x -= learning_rate * dx``."""
-    return torch.optim.SGD(_with_lr(groups, lr), lr=lr, momentum=0.0, weight_decay=cfg.get("weight_decay", 0.0))
+    return torch.optim.SGD(_with_lr(params, lr), lr=lr, momentum=0.0, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("momentum")
-def momentum(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("momentum", options={"momentum": "momentum"})
+def momentum(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
     """SGD+Momentum: ``vx = rho * vx + dx; x -= learning_rate * vx`` (rho = ``momentum``).
 
     Equivalent, for a constant rate, to ``vx = rho * vx - learning_rate * dx; x += vx``.
     """
-    return torch.optim.SGD(
-        _with_lr(groups, lr), lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=False,
-        weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.SGD(_with_lr(params, lr), lr=lr, momentum=momentum, nesterov=False, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("nesterov")
-def nesterov(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("nesterov", options={"momentum": "momentum"})
+def nesterov(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
     """Nesterov momentum in the lecture's change of variables (gradient at the current x):
     ``old_v = v; v = rho * v - learning_rate * dx; x += -rho * old_v + (1 + rho) * v``.
 
     torch's ``SGD(nesterov=True)`` is this rule with its buffer ``b = -v / learning_rate``.
     """
-    return torch.optim.SGD(
-        _with_lr(groups, lr), lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=True,
-        weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.SGD(_with_lr(params, lr), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("adagrad")
-def adagrad(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("adagrad", options={"eps": "eps"})
+def adagrad(params, lr: float, weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
     """AdaGrad: ``grad_squared += dx * dx; x -= learning_rate * dx / (np.sqrt(grad_squared) + eps)``."""
-    return torch.optim.Adagrad(
-        _with_lr(groups, lr), lr=lr, lr_decay=0.0, initial_accumulator_value=0.0,
-        eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.Adagrad(_with_lr(params, lr), lr=lr, lr_decay=0.0, initial_accumulator_value=0.0, eps=eps,
+                               weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("rmsprop")
-def rmsprop(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("rmsprop", options={"alpha": "alpha", "eps": "eps"})
+def rmsprop(params, lr: float, weight_decay: float = 0.0, alpha: float = 0.99, eps: float = 1e-8) -> torch.optim.Optimizer:
     """RMSProp ("leaky AdaGrad", decay_rate = ``alpha``):
     ``grad_squared = decay_rate * grad_squared + (1 - decay_rate) * dx * dx;
     x -= learning_rate * dx / (np.sqrt(grad_squared) + eps)``."""
-    return torch.optim.RMSprop(
-        _with_lr(groups, lr), lr=lr, alpha=cfg.get("alpha", 0.99), eps=cfg.get("eps", 1e-8),
-        momentum=0.0, centered=False, weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.RMSprop(_with_lr(params, lr), lr=lr, alpha=alpha, eps=eps, momentum=0.0, centered=False,
+                               weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("adam")
-def adam(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("adam", options={"betas": "betas", "eps": "eps"})
+def adam(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam (full form, bias-corrected), t = 1, 2, ...:
     ``first_moment = beta1 * first_moment + (1 - beta1) * dx;
     second_moment = beta2 * second_moment + (1 - beta2) * dx * dx;
@@ -160,37 +168,30 @@ def adam(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
     ``weight_decay`` here is L2 in the gradient (dx += wd * x), so it is rescaled by the
     adaptive denominator; use adamw for decay that is not.
     """
-    b1, b2 = cfg.get("betas", (0.9, 0.999))
-    return torch.optim.Adam(
-        _with_lr(groups, lr), lr=lr, betas=(b1, b2), eps=cfg.get("eps", 1e-8),
-        weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.Adam(_with_lr(params, lr), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("adamw")
-def adamw(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("adamw", options={"betas": "betas", "eps": "eps"})
+def adamw(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+          eps: float = 1e-8) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter): decoupled weight decay ``x -= learning_rate * wd * x`` before
     the Adam step, with dx the gradient of the loss alone (the decay never enters the moments)."""
-    b1, b2 = cfg.get("betas", (0.9, 0.999))
-    return torch.optim.AdamW(
-        _with_lr(groups, lr), lr=lr, betas=(b1, b2), eps=cfg.get("eps", 1e-8),
-        weight_decay=cfg.get("weight_decay", 0.0),
-    )
+    return torch.optim.AdamW(_with_lr(params, lr), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("lbfgs")
-def lbfgs(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("lbfgs", options={"history_size": "lbfgs_history", "max_iter": "lbfgs_iters"}, full_batch=True)
+def lbfgs(params, lr: float, weight_decay: float = 0.0, history_size: int = 10, max_iter: int = 20) -> torch.optim.Optimizer:
     """L-BFGS with a strong-Wolfe line search: full batch and deterministic, as the lecture says
     ("if you have a single, deterministic f(x) then L-BFGS will probably work very nicely").
 
-    ``step(closure)`` runs up to ``lbfgs_iters`` inner iterations, keeping ``lbfgs_history``
+    ``step(closure)`` runs up to ``max_iter`` inner iterations, keeping ``history_size``
     curvature pairs. torch's LBFGS has one parameter group and no weight decay, so all groups
     are merged; per-layer rates or weight decay are refused (use reg.penalty for L2).
     """
-    groups = _with_lr(groups, lr)
+    groups = _with_lr(params, lr)
     if len({g["lr_mult"] for g in groups}) > 1:
         raise UserError("lbfgs updates every parameter with one learning rate: per-layer learning-rate multipliers are not supported")
-    if any(g.get("weight_decay", cfg.get("weight_decay", 0.0)) for g in groups):
+    if any(g.get("weight_decay", weight_decay) for g in groups):
         raise UserError("lbfgs has no weight decay: set optim.weight_decay=0 and use reg.penalty=l2 (the penalty in the loss)")
     merged = {
         "params": [p for g in groups for p in g["params"]],
@@ -199,13 +200,31 @@ def lbfgs(groups, cfg: dict, lr: float) -> torch.optim.Optimizer:
         "lr_mult": groups[0]["lr_mult"],
         "name": "all",
     }
-    return torch.optim.LBFGS(
-        [merged], lr=lr, max_iter=cfg.get("lbfgs_iters", 20), history_size=cfg.get("lbfgs_history", 10),
-        line_search_fn="strong_wolfe",
-    )
+    return torch.optim.LBFGS([merged], lr=lr, max_iter=max_iter, history_size=history_size, line_search_fn="strong_wolfe")
 
 
-lbfgs.full_batch = True  # read by is_full_batch
+def create_optimizer(model_or_params: nn.Module | Iterable, name: str, lr: float, weight_decay: float = 0.0,
+                     no_decay_bias_norm: bool = True, lr_multipliers: dict[str, float] | None = None,
+                     **options) -> torch.optim.Optimizer:
+    """The update rule ``name`` at base rate ``lr``, e.g.
+    ``create_optimizer(model, "nesterov", lr=0.05, weight_decay=5e-4, momentum=0.9)``.
+
+    Given a module, its trainable parameters are grouped by :func:`param_groups` (no weight decay
+    on biases and norm parameters unless ``no_decay_bias_norm=False``; ``lr_multipliers`` maps
+    module-name prefixes to rate multipliers). Given parameters (tensors or group dicts), they
+    are used as they are. Each group carries ``initial_lr = lr * lr_mult``, what a schedule from
+    :func:`trainlab.schedules.create_scheduler` multiplies. ``options`` are the rule's own
+    (momentum, betas, eps, alpha, history_size, max_iter); an unknown name or option raises
+    :class:`trainlab.errors.ConfigError`.
+    """
+    info = OPTIMIZERS.get(name)
+    check_bounds(f"optimiser {name!r}", {"lr": lr, "weight_decay": weight_decay},
+                 {"lr": "optim.lr", "weight_decay": "optim.weight_decay"})
+    if isinstance(model_or_params, nn.Module):
+        params = param_groups(model_or_params, weight_decay, no_decay_bias_norm, lr_multipliers)
+    else:
+        params = list(model_or_params)
+    return info.create(params, lr, weight_decay=weight_decay, **options)
 
 
 # --- from the full config -------------------------------------------------------------------------
@@ -222,19 +241,19 @@ def base_lr(cfg: dict) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: dict, lr_multipliers: dict[str, float] | None = None) -> torch.optim.Optimizer:
-    """The optimiser named by ``optim.name`` over ``model``'s trainable parameters.
-
-    Groups come from :func:`param_groups`; each carries ``lr = initial_lr = base_lr(cfg) * lr_mult``.
-    """
+    """The optimiser named by ``optim.name`` over ``model``'s trainable parameters: the config
+    adapter of :func:`create_optimizer`, at the rate :func:`base_lr`."""
     o = cfg["optim"]
-    groups = param_groups(model, o.get("weight_decay", 0.0), o.get("no_decay_bias_norm", True), lr_multipliers)
-    return OPTIMIZERS.get(o["name"])(groups, o, base_lr(cfg))
+    return create_optimizer(model, o["name"], base_lr(cfg), weight_decay=o.get("weight_decay", 0.0),
+                            no_decay_bias_norm=o.get("no_decay_bias_norm", True), lr_multipliers=lr_multipliers,
+                            **OPTIMIZERS.get(o["name"]).options_from(o))
 
 
 def is_full_batch(cfg: dict) -> bool:
     """True when the optimiser needs the whole, noise-free objective (lbfgs): the trainer then
     turns off dropout and augmentation and feeds full batches."""
-    return bool(getattr(OPTIMIZERS.get(cfg["optim"]["name"]), "full_batch", False))
+    return OPTIMIZERS.get(cfg["optim"]["name"]).full_batch
 
 
-__all__ = ["OPTIMIZERS", "param_groups", "is_no_decay", "build_optimizer", "base_lr", "is_full_batch"]
+__all__ = ["OPTIMIZERS", "OptimInfo", "create_optimizer", "param_groups", "is_no_decay", "build_optimizer", "base_lr",
+           "is_full_batch"]

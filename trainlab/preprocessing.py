@@ -6,7 +6,8 @@ model's ``state_dict`` and applied, batched and on the model's device, by ``forw
 on validation or test data would leak them into the model; the caller (the data pipeline)
 guarantees that only ``x_train`` reaches :meth:`Preprocessor.fit`.
 
-    pre = build_preprocessor({"name": "zca", "epsilon": 1e-5}, x_train)  # (N,C,H,W) in [0,1]
+    pre = create_preprocessing("zca", epsilon=1e-5, x_train=x_train)   # (N,C,H,W) in [0,1]
+    pre = build_preprocessor({"name": "zca", "epsilon": 1e-5}, x_train)  # from the config section
     model = nn.Sequential(pre, net)                                      # saved together
 
 The lecture's advice for images is "center only" (mean image for AlexNet, per-channel mean for
@@ -21,15 +22,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from trainlab.errors import UserError
-from trainlab.registry import Registry
+from trainlab.registry import Component, Registry
 from trainlab.schema import SCHEMA
 
-PREPROCESSORS: Registry[type[Preprocessor]] = Registry("preprocessor")
+
+@dataclass(frozen=True)
+class PreprocessInfo(Component):
+    """A preprocessor entry: ``make`` is the :class:`Preprocessor` class; ``options`` maps its
+    constructor's keywords to keys of the ``preprocess`` config section."""
+
+    def __call__(self, cfg_preprocess: dict) -> Preprocessor:
+        """The config adapter: an unfitted preprocessor with options from the ``preprocess`` section."""
+        return self.make(**self.options_from(cfg_preprocess))
+
+
+PREPROCESSORS: Registry[PreprocessInfo] = Registry("preprocessor", entry=PreprocessInfo, section="preprocess")
 
 # Rows per float64 chunk: 4096 x 3072 doubles is 100 MB, small next to the data set itself.
 _CHUNK_ROWS = 4096
@@ -116,7 +129,7 @@ def eigen_descending(cov: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Preprocessor(nn.Module):
-    """Base class: ``cls(cfg_preprocess)``, then ``fit(x_train)``, then ``forward(x)``.
+    """Base class: ``cls(**options)``, then ``fit(x_train)``, then ``forward(x)``.
 
     Subclasses declare their statistics with :meth:`_declare` (empty buffers until fitted) and
     fill them in :meth:`_fit`. Because a buffer's shape is only known after fitting, loading a
@@ -124,9 +137,8 @@ class Preprocessor(nn.Module):
     a checkpoint is restored without the training data.
     """
 
-    def __init__(self, cfg_preprocess: dict | None = None):
+    def __init__(self):
         super().__init__()
-        self.cfg = dict(cfg_preprocess or {})
         # The shape of one training sample, (C,H,W) or (D,), saved with the statistics; the
         # Python copy lets forward check shapes without a device sync.
         self.register_buffer("input_shape", torch.empty(0, dtype=torch.long))
@@ -215,8 +227,8 @@ class MeanImage(Preprocessor):
     own training mean (for flat data, every feature).
     """
 
-    def __init__(self, cfg_preprocess: dict | None = None):
-        super().__init__(cfg_preprocess)
+    def __init__(self):
+        super().__init__()
         self._declare("mean")
 
     def _fit(self, x: Tensor) -> None:
@@ -239,8 +251,8 @@ class ChannelMean(Preprocessor):
     """Subtract the per-channel mean (VGG): x'_c = x_c - mu_c, mu_c = mean of channel c over
     all training images and positions (3 numbers for RGB). Flat (N,D) data: per feature."""
 
-    def __init__(self, cfg_preprocess: dict | None = None):
-        super().__init__(cfg_preprocess)
+    def __init__(self):
+        super().__init__()
         self._declare("mean")
 
     def _fit(self, x: Tensor) -> None:
@@ -261,8 +273,8 @@ class Standardize(Preprocessor):
     border pixels of the digits) is only centred: dividing it by 0 would make NaNs.
     """
 
-    def __init__(self, cfg_preprocess: dict | None = None):
-        super().__init__(cfg_preprocess)
+    def __init__(self):
+        super().__init__()
         self._declare("mean", "std")
 
     def _fit(self, x: Tensor) -> None:
@@ -284,8 +296,8 @@ class _LinearProjection(Preprocessor):
     the eigen-decomposition Sigma = U diag(lambda) U^T.
     """
 
-    def __init__(self, cfg_preprocess: dict | None = None):
-        super().__init__(cfg_preprocess)
+    def __init__(self):
+        super().__init__()
         self._declare("mean", "eigenvalues", "matrix")
 
     def _fit(self, x: Tensor) -> None:
@@ -319,7 +331,7 @@ class _LinearProjection(Preprocessor):
         return (*batch, self.matrix.shape[1])
 
 
-@PREPROCESSORS.register("pca")
+@PREPROCESSORS.register("pca", options={"components": "components"})
 class PCA(_LinearProjection):
     """Project the centred data on the top-k principal components: x' = U_k^T (x - mu), (N,k).
 
@@ -330,9 +342,13 @@ class PCA(_LinearProjection):
     sum_{j<=k} lambda_j / sum_j lambda_j >= f.
     """
 
+    def __init__(self, components: float = 0.99):
+        super().__init__()
+        self.components = components
+
     def _num_components(self, values: Tensor) -> int:
         dims = len(values)
-        components = _option(self.cfg, "components")
+        components = self.components
         if components >= 1:
             k = int(components)
             if k != components:
@@ -352,12 +368,12 @@ class PCA(_LinearProjection):
         return vectors[:, : self._num_components(values)]
 
 
-def _inverse_sqrt(values: Tensor, cfg: dict) -> Tensor:
+def _inverse_sqrt(values: Tensor, epsilon: float) -> Tensor:
     """1/sqrt(lambda + eps): eps keeps near-zero-variance directions from exploding."""
-    return (values + _option(cfg, "epsilon")).rsqrt()
+    return (values + epsilon).rsqrt()
 
 
-@PREPROCESSORS.register("pca_whiten")
+@PREPROCESSORS.register("pca_whiten", options={"components": "components", "epsilon": "epsilon"})
 class PCAWhiten(PCA):
     """PCA whitening: x' = diag(1/sqrt(lambda_k + eps)) U_k^T (x - mu), shape (N,k).
 
@@ -367,12 +383,16 @@ class PCAWhiten(PCA):
     ``preprocess.epsilon``.
     """
 
+    def __init__(self, components: float = 0.99, epsilon: float = 1e-5):
+        super().__init__(components)
+        self.epsilon = epsilon
+
     def _matrix(self, values: Tensor, vectors: Tensor) -> Tensor:
         k = self._num_components(values)
-        return vectors[:, :k] * _inverse_sqrt(values[:k], self.cfg)
+        return vectors[:, :k] * _inverse_sqrt(values[:k], self.epsilon)
 
 
-@PREPROCESSORS.register("zca")
+@PREPROCESSORS.register("zca", options={"epsilon": "epsilon"})
 class ZCA(_LinearProjection):
     """ZCA whitening: x' = U diag(1/sqrt(lambda + eps)) U^T (x - mu), same shape as x.
 
@@ -381,8 +401,12 @@ class ZCA(_LinearProjection):
     closest to the input, so images still look like (edge-enhanced) images.
     """
 
+    def __init__(self, epsilon: float = 1e-5):
+        super().__init__()
+        self.epsilon = epsilon
+
     def _matrix(self, values: Tensor, vectors: Tensor) -> Tensor:
-        return (vectors * _inverse_sqrt(values, self.cfg)) @ vectors.T
+        return (vectors * _inverse_sqrt(values, self.epsilon)) @ vectors.T
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x).view(x.shape)
@@ -391,14 +415,24 @@ class ZCA(_LinearProjection):
         return tuple(input_shape)
 
 
-def build_preprocessor(cfg_preprocess: dict, x_train: Tensor) -> Preprocessor:
-    """Construct ``cfg_preprocess["name"]`` and fit it on the training split only.
+def create_preprocessing(name: str, x_train: Tensor | None = None, **options) -> Preprocessor:
+    """The preprocessor ``name`` (an ``nn.Module``), fitted on ``x_train`` when given, e.g.
+    ``create_preprocessing("pca_whiten", components=0.95, epsilon=1e-5, x_train=x_train)``.
 
     ``x_train``: (N,C,H,W) images or (N,D) features, float32 in [0,1]; never validation or
-    test data (their statistics would leak into the model).
+    test data (their statistics would leak into the model). Put it in front of the network
+    (``nn.Sequential(pre, net)``) so its statistics are saved with the weights. An unknown name
+    or option raises :class:`trainlab.errors.ConfigError`.
     """
-    cls = PREPROCESSORS.get(_option(cfg_preprocess, "name"))
-    return cls(cfg_preprocess).fit(x_train)
+    pre = PREPROCESSORS.get(name).create(**options)
+    return pre.fit(x_train) if x_train is not None else pre
+
+
+def build_preprocessor(cfg_preprocess: dict, x_train: Tensor) -> Preprocessor:
+    """The config adapter of :func:`create_preprocessing`: ``cfg_preprocess["name"]`` with its
+    options from the section, fitted on the training split only."""
+    info = PREPROCESSORS.get(_option(cfg_preprocess, "name"))
+    return create_preprocessing(info.name, x_train, **info.options_from(cfg_preprocess))
 
 
 __all__ = [
@@ -411,6 +445,8 @@ __all__ = [
     "PCA",
     "PCAWhiten",
     "ZCA",
+    "PreprocessInfo",
+    "create_preprocessing",
     "build_preprocessor",
     "mean_and_variance",
     "mean_and_covariance",

@@ -30,6 +30,20 @@ class Key:
     choices: tuple | str | None = None
     nullable: bool = False
 
+    def out_of_range(self, number: float) -> bool:
+        """True when ``number`` breaks the bounds low/high (open or closed)."""
+        return ((self.low is not None and (number < self.low or (self.low_open and number == self.low)))
+                or (self.high is not None and (number > self.high or (self.high_open and number == self.high))))
+
+    def bounds(self) -> str:
+        """The bounds in words: '>= 0 and < 1', or '' without bounds."""
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
 
 def _k(default, kind, help, **kw) -> Key:
     return Key(default, kind, help, **kw)

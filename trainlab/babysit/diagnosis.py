@@ -16,6 +16,7 @@ import math
 import statistics
 from pathlib import Path
 
+from trainlab.errors import ConfigError
 from trainlab.io import read_jsonl
 from trainlab.optim import base_lr
 
@@ -198,7 +199,8 @@ def monitor_verdicts(record: dict, base_lr: float) -> list[dict]:
     return found
 
 
-def diverged(stop_reason: str | None, cfg: dict, history: list[dict]) -> dict | None:
+def diverged(stop_reason: str | None, history: list[dict], lr: float | None = None,
+             optimizer: str | None = None) -> dict | None:
     """The divergence guard stopped the run (NaN/inf loss, or one that exploded)."""
     if not (stop_reason or "").startswith("diverged"):
         return None
@@ -208,7 +210,7 @@ def diverged(stop_reason: str | None, cfg: dict, history: list[dict]) -> dict | 
                    "(try 10x smaller) or run `trainlab lr-find`; linear warm-up (schedule.warmup_epochs) or gradient "
                    f"clipping (train.clip_grad) help when it blows up early. checkpoints/last.pt holds the state at "
                    f"{kept}; `trainlab train` exits with status 1.",
-                   stop_reason=stop_reason, lr=cfg["optim"]["lr"], optimizer=cfg["optim"]["name"],
+                   stop_reason=stop_reason, lr=lr, optimizer=optimizer,
                    epochs_completed=len(history))
 
 
@@ -374,29 +376,66 @@ def start_loss(steps: list[dict], history: list[dict], summary: dict) -> float:
     return max(candidates) if candidates else math.log(max(summary.get("num_classes") or 2, 2))
 
 
-def diagnose(run_dir: Path, summary: dict, state, cfg: dict) -> list[dict]:
-    """Verdicts for a finished run (SPEC §8 codes), healthy only when nothing else fires."""
-    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    steps = [r for r in records if r.get("kind") == "step"]
-    monitors = [r for r in records if r.get("kind") == "monitor"]
-    history = state.history
-    first = start_loss(steps, history, summary)
-    ratio = full_rate_ratio(monitors, base_lr(cfg))
+# Keys every epoch record must have for diagnose_history; val_loss, val_acc and lr are optional.
+EPOCH_KEYS = ("train_loss", "train_acc")
+
+
+def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list[dict] = (),
+                     stop_reason: str | None = None, base_lr: float | None = None, num_classes: int | None = None,
+                     best_val_acc: float | None = None, optimizer: str | None = None,
+                     lr: float | None = None) -> list[dict]:
+    """Verdicts ``{code, message, evidence}`` for the curves of any training loop, healthy only
+    when nothing else fires.
+
+    history: one dict per epoch with ``train_loss`` and ``train_acc`` (fractions), and when
+    measured ``val_loss``, ``val_acc`` and ``lr`` (the rate at the epoch's end; the decay and
+    plateau rules need it). steps: ``{step, loss}`` records (the step-1 loss is where the loss
+    started; a NaN there is "rate too high"). monitors: probe records (see
+    :func:`trainlab.babysit.monitors.attach_monitors`). base_lr: the undecayed rate, by default
+    the highest one the monitors saw. optimizer, lr: named in a divergence verdict (lr: the
+    configured rate, by default base_lr).
+    """
+    history = [dict(h) for h in history]
+    for i, h in enumerate(history):
+        missing = [k for k in EPOCH_KEYS if k not in h]
+        if missing:
+            raise ConfigError(f"epoch record {i} has no {', '.join(missing)}: each epoch needs "
+                              f"{', '.join(EPOCH_KEYS)} (and, when measured, val_loss, val_acc, lr)")
+        h.setdefault("epoch", i + 1)
+    steps, monitors = list(steps), list(monitors)
+    if base_lr is None:
+        base_lr = max((r["lr"] for r in monitors if r.get("lr") is not None), default=None)
+    first = start_loss(steps, history, {"num_classes": num_classes})
+    ratio = full_rate_ratio(monitors, base_lr) if base_lr is not None else None
     units = unit_verdicts(monitors)
-    found = [diverged(state.stop_reason, cfg, history)]
+    lr = lr if lr is not None else base_lr
+    found = [diverged(stop_reason, history, lr, optimizer)]
     found.append(lr_too_high(first, steps, history, ratio))
     if found[-1] is None and found[0] is None:
         found.append(lr_too_low(first, history, ratio, explained=bool(units)))
-    found.append(decayed_too_early(first, history))
+    has_lr = all("lr" in h for h in history)
+    found.append(decayed_too_early(first, history) if has_lr else None)
     # Underfitting and plateau are symptoms: when a cause is already named, their advice
     # ("train longer, bigger model", "decay the rate") would point the wrong way.
     caused = units or any(v is not None for v in found)
     # The curves of an unstable run (diverged, rate too high) say nothing about capacity either.
     unstable = any(v is not None and v["code"] in ("diverged", "lr_too_high") for v in found)
     found += [None if unstable else overfitting(history), None if caused else underfitting(history),
-              None if caused else plateau(history)]
+              None if caused or not has_lr else plateau(history)]
     found = [v for v in found if v is not None] + units
+    if best_val_acc is None:
+        best_val_acc = max((h["val_acc"] for h in history if h.get("val_acc") is not None), default=None)
     return found or [verdict("healthy", "No problem found: the loss fell, training and validation accuracy stay close, "
                              "and the monitors saw no dead, saturated or vanishing units.",
                              epochs=len(history), train_acc=_round(history[-1]["train_acc"]) if history else None,
-                             best_val_acc=_round(summary.get("best_val_acc")))]
+                             best_val_acc=_round(best_val_acc))]
+
+
+def diagnose(run_dir: Path, summary: dict, state, cfg: dict) -> list[dict]:
+    """Verdicts for a finished run (SPEC §8 codes), from its metrics.jsonl and trainer state."""
+    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return diagnose_history(state.history, steps=[r for r in records if r.get("kind") == "step"],
+                            monitors=[r for r in records if r.get("kind") == "monitor"],
+                            stop_reason=state.stop_reason, base_lr=base_lr(cfg), num_classes=summary.get("num_classes"),
+                            best_val_acc=summary.get("best_val_acc"), optimizer=cfg["optim"]["name"],
+                            lr=cfg["optim"]["lr"])

@@ -12,8 +12,9 @@ update) :class:`Monitors` looks inside the network:
 
 Records ``{"kind": "monitor", "step", "epoch", "lr", "layers": [...], "params": [...]}`` go to
 ``metrics.jsonl`` (and TensorBoard); plots go to ``plots/`` at the end of training; problems are
-printed as they appear (``monitor.warn``). :func:`activation_stats` is the side-effect-free
-probe that the lab reuses.
+printed as they appear (``monitor.warn``). :class:`Probe` does the measuring, for this callback
+and for :func:`attach_monitors`, which monitors any model in any training loop;
+:func:`activation_stats` is the side-effect-free probe that the lab reuses.
 
 Cost, by design: ΔW of a monitored step k needs the weights just before its update. Rather than
 keeping a copy of the weights all the time, one copy is taken at the end of step k − 1 (and at
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from trainlab.babysit.diagnosis import HEALTHY_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, monitor_verdicts
+from trainlab.babysit.diagnosis import HEALTHY_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, monitor_verdicts, unit_verdicts
 from trainlab.callbacks import MetricsLogger
 from trainlab.io import append_jsonl, read_jsonl
 from trainlab.optim import base_lr
@@ -194,6 +195,123 @@ def parameter_stats(model: nn.Module, before: dict[str, torch.Tensor] | None) ->
     return out
 
 
+class Probe:
+    """The measuring part of the monitors, for any ``nn.Module``: :meth:`measure` returns one
+    record ``{"kind": "monitor", "step", "epoch", "lr", "layers", "params"}`` — activation
+    statistics of every probed layer on the fixed batch ``probe_x`` (mean, std, histogram, dead
+    and saturated fractions) and, per parameter, weight norm, gradient norm (the last backward's
+    ``.grad``) and the update ratio ‖ΔW‖/‖W‖ against the last :meth:`snapshot`.
+    """
+
+    def __init__(self, model: nn.Module, probe_x: torch.Tensor, bins: int = 30):
+        self.model, self.probe_x, self.bins = model, probe_x, bins
+        self.before: dict[str, torch.Tensor] | None = None
+
+    def snapshot(self) -> None:
+        """Keep the weights as they are now: the next :meth:`measure` reports the update since."""
+        self.before = weight_snapshot(self.model)
+
+    def measure(self, step: int, epoch: int | None = None, lr: float | None = None) -> dict:
+        """Probe now (in train mode: what the optimiser sees) and drop the snapshot."""
+        was_training = self.model.training
+        self.model.train()  # at train start the model may still be in eval mode
+        try:
+            return {"kind": "monitor", "step": step, "epoch": epoch, "lr": lr,
+                    "layers": activation_stats(self.model, self.probe_x, self.bins),
+                    "params": parameter_stats(self.model, self.before if step > 0 else None)}
+        finally:
+            self.model.train(was_training)
+            self.before = None
+
+
+class AttachedMonitors:
+    """What :func:`attach_monitors` returns: ``records`` (one per probed step, the first at
+    step 0, the initialisation), :meth:`verdicts` and :meth:`detach`. A context manager."""
+
+    def __init__(self, model: nn.Module, probe_x: torch.Tensor, optimizer: torch.optim.Optimizer | None,
+                 every: int, bins: int):
+        device = next((p.device for p in model.parameters()), probe_x.device)
+        self.probe, self.optimizer, self.every = Probe(model, probe_x.to(device), bins), optimizer, every
+        self.step, self.records, self._handles = 0, [], []
+        if optimizer is not None:
+            self._handles = [optimizer.register_step_pre_hook(self._before_step),
+                             optimizer.register_step_post_hook(self._after_step)]
+        self.records.append(self.probe.measure(0, lr=self._lr()))
+
+    def _lr(self) -> float | None:
+        return self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+
+    def due(self, step: int) -> bool:
+        return step == 1 or step % self.every == 0
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if self.due(self.step + 1):
+            self.probe.snapshot()
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self.step += 1
+        if self.due(self.step):
+            self.records.append(self.probe.measure(self.step, lr=self._lr()))
+
+    def measure(self) -> dict:
+        """Probe now, outside the schedule (without an optimizer: call :meth:`snapshot` before an
+        update and this after it for the update ratios)."""
+        record = self.probe.measure(self.step, lr=self._lr())
+        self.records.append(record)
+        return record
+
+    def snapshot(self) -> None:
+        self.probe.snapshot()
+
+    @property
+    def base_lr(self) -> float | None:
+        """The undecayed rate: the optimiser's ``initial_lr`` (set by create_optimizer and LR
+        schedulers), else the highest rate seen."""
+        if self.optimizer is not None and "initial_lr" in self.optimizer.param_groups[0]:
+            return self.optimizer.param_groups[0]["initial_lr"]
+        return max((r["lr"] for r in self.records if r["lr"] is not None), default=None)
+
+    def verdicts(self) -> list[dict]:
+        """Problems the records show (dead, saturated or vanishing units, update ratios far from
+        1e-3): the live checks of ``trainlab train``, over the latest record and the first."""
+        found = {v["code"]: v for v in unit_verdicts(self.records)}
+        base = self.base_lr
+        for v in monitor_verdicts(self.records[-1], base if base is not None else math.inf):
+            found.setdefault(v["code"], v)
+        return list(found.values())
+
+    def detach(self) -> None:
+        """Remove the optimiser hooks; the records stay."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> AttachedMonitors:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+def attach_monitors(model: nn.Module, probe_x: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                    every: int = 100, bins: int = 30) -> AttachedMonitors:
+    """Monitors for any model in any training loop, without a run directory:
+
+        monitors = attach_monitors(model, x[:256], optimizer, every=50)
+        ...                                   # train as usual: optimizer.step() is hooked
+        monitors.records[-1]["layers"]        # activation mean/std/histogram, dead/saturated
+        monitors.records[-1]["params"]        # grad_norm, update_ratio per parameter
+        monitors.verdicts()                   # [{code, message, evidence}]
+
+    Probes at attachment (step 0, the initialisation), after the first update and every
+    ``every`` updates, hooking ``optimizer.step`` (a pre-hook keeps the weights the update ratio
+    is measured against). Without an optimizer, call ``measure()`` yourself. ``probe_x``: a
+    fixed batch of inputs (moved to the model's device); the same images every time, so
+    changes are changes of the network. Defaults as the ``monitor`` config keys.
+    """
+    return AttachedMonitors(model, probe_x, optimizer, every, bins)
+
+
 class Monitors(Callback):
     """Activation, gradient and update monitors every ``monitor.every`` steps, at step 1, and at
     step 0 (the initialisation, before any update: activations and weight norms only).
@@ -208,30 +326,29 @@ class Monitors(Callback):
         m = cfg["monitor"]
         self.every, self.bins, self.warn, self.plots = m["every"], m["bins"], m["warn"], m["plots"]
         self.probe_x, self.run_dir, self.base_lr = probe_x, Path(run_dir), base_lr(cfg)
-        self.before: dict[str, torch.Tensor] | None = None
+        self.probe: Probe | None = None
         self.warned: set[str] = set()
 
     def due(self, step: int) -> bool:
         return step == 1 or step % self.every == 0
 
     def on_train_start(self, trainer: Trainer) -> None:
+        self.probe = Probe(trainer.model, self.probe_x, self.bins)
         if trainer.state.step == 0:  # the initialisation itself: the lecture's experiment
             self.record(trainer, 0, 0, trainer.optimizer.param_groups[0]["lr"])
         if self.due(trainer.state.step + 1):
-            self.before = weight_snapshot(trainer.model)
+            self.probe.snapshot()
 
     def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
         if self.due(step.step) and trainer.state.stop_reason is None:  # a diverged step's weights are garbage
             self.record(trainer, step.step, step.epoch, step.lr)
-        self.before = weight_snapshot(trainer.model) if self.due(step.step + 1) else None
+        if self.due(step.step + 1):
+            self.probe.snapshot()
+        else:
+            self.probe.before = None
 
     def record(self, trainer: Trainer, step: int, epoch: int, lr: float) -> None:
-        was_training = trainer.model.training
-        trainer.model.train()  # at train start the model may still be in eval mode
-        record = {"kind": "monitor", "step": step, "epoch": epoch, "lr": lr,
-                  "layers": activation_stats(trainer.model, self.probe_x, self.bins),
-                  "params": parameter_stats(trainer.model, self.before if step > 0 else None)}
-        trainer.model.train(was_training)
+        record = self.probe.measure(step, epoch, lr)
         append_jsonl(self.run_dir / "metrics.jsonl", record)
         self.to_tensorboard(trainer, record)
         if self.warn:
@@ -265,7 +382,7 @@ class Monitors(Callback):
                 tqdm.write(f"trainlab monitor, step {record['step']}: [{v['code']}] {v['message']}")
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self.before = None
+        self.probe.before = None
         if self.plots:
             plot_monitors(self.run_dir, trainer.model, self.probe_x)
 
