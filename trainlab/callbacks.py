@@ -13,7 +13,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from trainlab.checkpoint import save_checkpoint
+from trainlab.checkpoint import model_state, save_checkpoint, unwrap_model
 from trainlab.io import append_jsonl
 from trainlab.train import Callback, StepInfo, Trainer
 
@@ -60,7 +60,7 @@ class EMA(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.model is None:
-            self.model = AveragedModel(trainer.model, multi_avg_fn=ema_warmup_multi_avg_fn(self.decay), use_buffers=True)
+            self.model = AveragedModel(unwrap_model(trainer.model), multi_avg_fn=ema_warmup_multi_avg_fn(self.decay), use_buffers=True)
         if self._resumed is not None:  # resume: the average continues where it stopped
             self.model.load_state_dict(self._resumed)
             self._resumed = None
@@ -176,7 +176,7 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch: loss, accuracy, images/s, ETA."""
+    """A tqdm bar per epoch: loss, accuracy, images/s, ETA, and on CUDA the peak device memory."""
 
     name = "progress"
 
@@ -192,8 +192,9 @@ class ProgressBar(Callback):
         self.seen += step.batch_size
         if step.step % self.every == 0:
             rate = self.seen / max(self.bar.format_dict["elapsed"], 1e-9)
+            memory = {"mem": f"{torch.cuda.max_memory_allocated(trainer.device) / 2**20:.0f}MB"} if trainer.device.type == "cuda" else {}
             self.bar.set_postfix(loss=f"{float(step.loss):.4f}", acc=f"{float(step.correct) / step.batch_size:.3f}",
-                                 img_s=f"{rate:.0f}", refresh=False)
+                                 img_s=f"{rate:.0f}", **memory, refresh=False)
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
         self.close()
@@ -235,7 +236,7 @@ class Checkpointer(Callback):
         score = (epoch.get("val_acc", epoch["train_acc"]), -epoch.get("val_loss", epoch["train_loss"]))
         if score > self.best:
             self.best = score
-            save_checkpoint({**self.meta, "model": trainer.model.state_dict(), "epoch": epoch["epoch"],
+            save_checkpoint({**self.meta, "model": model_state(trainer.model), "epoch": epoch["epoch"],
                              "step": epoch["step"], "metrics": epoch}, self.dir / "best.pt")
         save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
 

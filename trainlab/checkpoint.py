@@ -45,3 +45,47 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def is_trainlab_checkpoint(ckpt: dict) -> bool:
     return ckpt.get("format") == FORMAT
+
+
+# --- model weights without wrapper prefixes ---------------------------------------------------
+# torch.compile's OptimizedModule keeps the model as ``_orig_mod`` and DistributedDataParallel
+# (like DataParallel) as ``module``, so their state dicts prefix every key. Checkpoints hold the
+# plain model's keys: a compiled or multi-process run's weights load into a plain model, and
+# --resume works across train.compile and world sizes.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def strip_wrapper_prefixes(state: dict) -> dict:
+    """Drop the wrapper prefixes that every key shares (repeatedly: DDP inside compile gives
+    ``_orig_mod.module.``). A key set without a common wrapper prefix is returned unchanged."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = type(state)((k[len(prefix):], v) for k, v in state.items())
+    return state
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside torch.compile / DDP / DataParallel wrappers (nested in any order)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def model_state(model: torch.nn.Module) -> dict:
+    """The weights to checkpoint: the plain model's state dict, whatever wraps it."""
+    return unwrap_model(model).state_dict()
+
+
+def load_model_state(model: torch.nn.Module, state: dict, strict: bool = True):
+    """Load checkpointed weights into ``model`` (plain or wrapped); keys saved with wrapper
+    prefixes (by an older trainlab or another tool) load as well."""
+    model = unwrap_model(model)
+    if state.keys() != model.state_dict().keys():  # a plain model may itself have a child named 'module'
+        state = strip_wrapper_prefixes(state)
+    return model.load_state_dict(state, strict=strict)

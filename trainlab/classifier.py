@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from trainlab import __version__
+from trainlab.checkpoint import load_model_state
 from trainlab.config import resolve_paths
 from trainlab.models import build_model
 from trainlab.preprocessing import PREPROCESSORS, to_unit_float
@@ -51,7 +52,7 @@ def load_classifier(ckpt: dict, device: torch.device | str = "cpu") -> Preproces
     """Rebuild the model of a trainlab checkpoint (best.pt or last.pt) with its weights."""
     model = build_classifier(ckpt["config"], tuple(ckpt["input_shape"]), ckpt["num_classes"],
                              net_input_shape=tuple(ckpt["net_input_shape"]))
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"])
     return model.to(device)
 
 

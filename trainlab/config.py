@@ -173,6 +173,9 @@ def _check_consistency(cfg: dict) -> dict:
         raise ConfigError("bad value for schedule.milestones: expected fractions of training in (0, 1), e.g. [0.5, 0.75]")
     if cfg["preprocess"]["components"] > 1 and cfg["preprocess"]["components"] != int(cfg["preprocess"]["components"]):
         raise ConfigError("bad value for preprocess.components: an integer number of components, or a variance fraction in (0, 1]")
+    if cfg["train"]["deterministic"] and cfg["train"]["cudnn_benchmark"] == "on":
+        raise ConfigError("train.deterministic=true and train.cudnn_benchmark=on contradict each other: the autotuner may pick "
+                        "different kernels run to run; use train.cudnn_benchmark=auto (or off)")
     return cfg
 
 

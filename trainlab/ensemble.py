@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, save_checkpoint
+from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, model_state, save_checkpoint
 from trainlab.classifier import load_classifier
 from trainlab.config import cfg_with, parse_overrides
 from trainlab.data import load_data
@@ -96,7 +96,7 @@ class SnapshotSaver(Callback):
         if index is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint({**self.meta, "model": trainer.model.state_dict(), "step": step.step,
+        save_checkpoint({**self.meta, "model": model_state(trainer.model), "step": step.step,
                          "epoch": step.step / self.steps_per_epoch}, self.dir / snapshot_name(index))
 
 

@@ -32,7 +32,7 @@ from trainlab.callbacks import (
     MetricsLogger,
     ProgressBar,
 )
-from trainlab.checkpoint import load_checkpoint
+from trainlab.checkpoint import load_checkpoint, load_model_state
 from trainlab.classifier import (
     PreprocessedModel,
     build_classifier,
@@ -45,7 +45,7 @@ from trainlab.config import dump_config
 from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
 from trainlab.data.split import stratified_subset
-from trainlab.device import resolve_device
+from trainlab.device import autocast_dtype, check_compile, configure_backends, peak_memory, reset_peak_memory, resolve_device
 from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError
 from trainlab.evaluate import evaluate
@@ -100,6 +100,8 @@ class Prepared:
     data: object
     model: PreprocessedModel
     loader: object
+    amp: torch.dtype | None = None  # autocast dtype (train.amp resolved for the device)
+    compile: bool = False
 
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
@@ -111,6 +113,9 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     """
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
+    tc = cfg["train"]
+    amp, compile = autocast_dtype(tc["amp"], device), check_compile(tc["compile"], device)  # refused before any work
+    configure_backends(device, tc["deterministic"], tc["cudnn_benchmark"])
     data = data if data is not None else load_data(cfg)
     if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
         raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
@@ -135,7 +140,7 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
 
     loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
                           transform=batch_transform, seed=cfg["seed"])
-    return Prepared(cfg, device, data, model, loader)
+    return Prepared(cfg, device, data, model, loader, amp, compile)
 
 
 def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
@@ -196,10 +201,10 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     cbs.append(Checkpointer(out, meta))
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
     dump_config(cfg, out / "config.yaml")
-    amp = tc["amp"] == "on" or (tc["amp"] == "auto" and p.device.type == "cuda")
+    reset_peak_memory(p.device)
     trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p), tc["epochs"],
                       penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
-                      amp=amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg))
+                      amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile)
     if resume:
         ckpt = load_checkpoint(out / "checkpoints" / "last.pt", map_location=p.device)
         trainer.load_state_dict(ckpt)
@@ -227,12 +232,13 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
     for name in ("best.pt", "last.pt"):
         path = out / "checkpoints" / name
         if path.exists():
-            model.load_state_dict(load_checkpoint(path, map_location=p.device)["model"])
+            load_model_state(model, load_checkpoint(path, map_location=p.device)["model"])
             break
     test = None
     if data.test_y is not None and len(data.test_y):
-        test = evaluate(model, data.test_x, data.test_y, data.num_classes, cfg["train"]["eval_batch_size"],
-                        tta=cfg["augment"]["tta"])
+        with trainer.autocast():
+            test = evaluate(model, data.test_x, data.test_y, data.num_classes, cfg["train"]["eval_batch_size"],
+                            tta=cfg["augment"]["tta"])
     history = state.history
     ema = trainer.callback(EMA)
     summary = {
@@ -247,10 +253,13 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
         "device": str(p.device), "seed": cfg["seed"], "torch_version": torch.__version__,
         "python_version": platform.python_version(), "trainlab_version": __version__,
         "stop_reason": state.stop_reason, "num_classes": data.num_classes, "classes": list(data.classes),
+        "amp": {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[trainer.amp], "compile": p.compile,
+        **peak_memory(p.device),
     }
     if ema is not None and ema.model is not None and test:
-        summary["test_acc_ema"] = evaluate(ema.model.module, data.test_x, data.test_y, data.num_classes,
-                                           cfg["train"]["eval_batch_size"])["acc"]
+        with trainer.autocast():
+            summary["test_acc_ema"] = evaluate(ema.model.module, data.test_x, data.test_y, data.num_classes,
+                                               cfg["train"]["eval_batch_size"])["acc"]
     if test:
         summary["per_class_acc"] = test["per_class_acc"]
         summary["confusion"] = test["confusion"]

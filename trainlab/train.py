@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from trainlab.checkpoint import load_model_state, model_state
+
 
 class Callback:
     """Base class: override any of the events. ``state_dict`` is saved in checkpoints."""
@@ -65,19 +67,31 @@ class Trainer:
         loss_fn: ``(logits, target) -> loss`` (the data loss; ``penalty`` adds regularisation).
         penalty: ``() -> Tensor`` regularisation term added to the loss, or None.
         closure_step: True for optimisers that re-evaluate the loss (L-BFGS).
+        amp: the autocast dtype of the forward passes (training and evaluation), or None for
+            float32; float16 adds a GradScaler. Weights, loss, metrics and checkpoints stay float32.
+        compile: train through ``torch.compile(model)``. Only the training forward is compiled:
+            ``self.model`` stays the plain module that evaluation, EMA, monitors and checkpoints see.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loader,
                  loss_fn: Callable, evaluate: Callable[[nn.Module], dict], epochs: int,
                  penalty: Callable[[], torch.Tensor] | None = None, clip_grad: float = 0.0,
-                 max_steps: int | None = None, amp: bool = False, device: torch.device | None = None,
-                 callbacks: list[Callback] = (), closure_step: bool = False):
+                 max_steps: int | None = None, amp: torch.dtype | None = None, device: torch.device | None = None,
+                 callbacks: list[Callback] = (), closure_step: bool = False, compile: bool = False):
         self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
-        self.loss_fn, self.evaluate, self.epochs, self.penalty = loss_fn, evaluate, epochs, penalty
+        self.loss_fn, self.epochs, self.penalty = loss_fn, epochs, penalty
         self.clip_grad, self.max_steps, self.closure_step = clip_grad, max_steps, closure_step
         self.device = device or next(model.parameters()).device
-        self.amp = amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp = amp
+        # float16's 5-bit exponent underflows small gradients, so the loss is scaled; bfloat16 has float32's range.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16)
+        self.forward = torch.compile(model) if compile else model  # the one place a model is compiled
+
+        def evaluate_under_autocast(m: nn.Module) -> dict:  # evaluation sees the numerics training sees
+            with self.autocast():
+                return evaluate(m)
+
+        self.evaluate = evaluate_under_autocast
         self.callbacks = list(callbacks)
         self.state = TrainerState()
 
@@ -95,13 +109,13 @@ class Trainer:
 
     # --- one update ---------------------------------------------------------------------
     def autocast(self):
-        if not self.amp:
+        if self.amp is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.float16)
+        return torch.autocast(self.device.type, dtype=self.amp)
 
     def compute_loss(self, x, y):
         with self.autocast():
-            logits = self.model(x)
+            logits = self.forward(x)
             loss = self.loss_fn(logits.float(), y)
         total = loss + self.penalty() if self.penalty is not None else loss
         return total, loss, logits
@@ -140,6 +154,8 @@ class Trainer:
             self.loader.set_epoch(s.epoch)
             t0, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0
             for x, y in self.loader:
+                if x.device.type == "cpu" and self.device.type != "cpu":  # a host loader: pinned batches copy while the GPU works
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss, correct = self.train_step(x, y)
                 s.step += 1
@@ -171,7 +187,7 @@ class Trainer:
     # --- checkpoint state -----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "model": self.model.state_dict(),
+            "model": model_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -184,11 +200,12 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
+        load_model_state(self.model, ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"] and self.scaler.is_enabled():  # resuming across train.amp: a fresh scale
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.state.epoch, self.state.step = ckpt["epoch"], ckpt["step"]
         self.state.history = list(ckpt["history"])
         torch.set_rng_state(ckpt["rng"]["torch"])

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint
+from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, strip_wrapper_prefixes
 from trainlab.classifier import PreprocessedModel, count_params, load_classifier
 from trainlab.config import load_config
 from trainlab.data import load_data
@@ -112,15 +112,13 @@ def adopt_source_architecture(cfg: dict, source_cfg: dict, say: Callable[[str], 
 
 def unwrap_state_dict(obj: dict, path: str) -> dict:
     """The tensors of a plain state dict, also when wrapped as {"model": ...} / {"state_dict": ...}
-    or saved from DataParallel/DDP (every key prefixed ``module.``)."""
+    or saved from DataParallel/DDP or torch.compile (every key prefixed ``module.`` / ``_orig_mod.``)."""
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
     if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path!r} is neither a trainlab checkpoint nor a state dict (a mapping of names to tensors)")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return strip_wrapper_prefixes(obj)
 
 
 def model_from_state_dict(state: dict, cfg: dict, data, path: str, say: Callable[[str], None]) -> PreprocessedModel:
