@@ -65,13 +65,18 @@ class Trainer:
         loss_fn: ``(logits, target) -> loss`` (the data loss; ``penalty`` adds regularisation).
         penalty: ``() -> Tensor`` regularisation term added to the loss, or None.
         closure_step: True for optimisers that re-evaluate the loss (L-BFGS).
+        data_parallel: a :class:`trainlab.distributed.DataParallel` when this process is one rank
+            of a data-parallel job: the forward/backward pass goes through its DDP wrapper, the
+            loss is weighted by this rank's share of the global batch, and each step's loss and
+            counts are reduced over the ranks. ``self.model`` stays the plain module (state dicts
+            without a ``module.`` prefix, callbacks, evaluation).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loader,
                  loss_fn: Callable, evaluate: Callable[[nn.Module], dict], epochs: int,
                  penalty: Callable[[], torch.Tensor] | None = None, clip_grad: float = 0.0,
                  max_steps: int | None = None, amp: bool = False, device: torch.device | None = None,
-                 callbacks: list[Callback] = (), closure_step: bool = False):
+                 callbacks: list[Callback] = (), closure_step: bool = False, data_parallel=None):
         self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
         self.loss_fn, self.evaluate, self.epochs, self.penalty = loss_fn, evaluate, epochs, penalty
         self.clip_grad, self.max_steps, self.closure_step = clip_grad, max_steps, closure_step
@@ -80,6 +85,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.callbacks = list(callbacks)
         self.state = TrainerState()
+        self.dp = data_parallel
+        self.net = model if data_parallel is None else data_parallel.wrap(model)
 
     # --- events -------------------------------------------------------------------------
     def emit(self, event: str, *args) -> None:
@@ -101,9 +108,10 @@ class Trainer:
 
     def compute_loss(self, x, y):
         with self.autocast():
-            logits = self.model(x)
+            logits = self.net(x)
             loss = self.loss_fn(logits.float(), y)
-        total = loss + self.penalty() if self.penalty is not None else loss
+        data_loss = loss if self.dp is None else loss * self.dp.share_weight(len(y))
+        total = data_loss + self.penalty() if self.penalty is not None else data_loss
         return total, loss, logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor):
@@ -142,10 +150,13 @@ class Trainer:
             for x, y in self.loader:
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss, correct = self.train_step(x, y)
+                n = len(x)
+                if self.dp is not None:  # over every rank's share: what one process would see
+                    loss, correct, n = self.dp.reduce_step(loss, correct, n)
                 s.step += 1
-                seen += len(x)
-                loss_sum, correct_sum = loss_sum + loss * len(x), correct_sum + correct
-                self.emit("step_end", StepInfo(s.step, s.epoch, loss, correct, len(x), lr))
+                seen += n
+                loss_sum, correct_sum = loss_sum + loss * n, correct_sum + correct
+                self.emit("step_end", StepInfo(s.step, s.epoch, loss, correct, n, lr))
                 if s.stop_reason or (self.max_steps and s.step >= self.max_steps):
                     break
             seconds = time.perf_counter() - t0
