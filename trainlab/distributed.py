@@ -192,13 +192,30 @@ def refuse_under_torchrun(command: str) -> None:
 # --- synchronised batch norm ---------------------------------------------------------------------------
 
 
+class AllReduceSum(torch.autograd.Function):
+    """y = Σ_r x_r on every rank. Each rank's loss depends on y, so ∂(Σ_q L_q)/∂x_r = Σ_q ∂L_q/∂y:
+    the backward pass is the same all-reduce, of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm(_BatchNorm):
     """Batch norm whose statistics are those of the global batch, over every rank (sync_bn on CPU).
 
         μ = Σ_r Σ_i x_ri / N,   σ² = Σ_r Σ_i (x_ri − μ)² / N,   y = γ (x − μ) / √(σ² + ε) + β
 
-    Both sums are differentiable all-reduces (``torch.distributed.nn.functional.all_reduce``),
-    so the backward pass carries the cross-rank terms of the gradient; the running statistics
+    Both sums are differentiable all-reduces (:class:`AllReduceSum`), so the backward pass
+    carries the cross-rank terms of the gradient; the running statistics
     take the unbiased σ²·N/(N−1), as ``nn.BatchNorm`` does. Same parameters and buffers as
     ``nn.BatchNorm*d``, so checkpoints load into the plain model. Statistics are synchronised
     only in training forward passes that record gradients: a ``no_grad`` probe on one rank (the
@@ -214,8 +231,7 @@ class GlobalBatchNorm(_BatchNorm):
                 and dist.get_world_size() > 1)
         if not sync:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = AllReduceSum.apply
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         dist.all_reduce(count)
