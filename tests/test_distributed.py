@@ -200,3 +200,30 @@ def test_torchrun_max_restarts_recovers_by_itself(uninterrupted, tmp_path):
     assert mark.exists() and result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stdout + result.stderr
     assert_same_run(uninterrupted, tmp_path / "run")
+
+
+# --- search workers ------------------------------------------------------------------------------------
+
+
+def test_search_workers_go_round_robin_over_gpus(monkeypatch):
+    from trainlab.device import place_worker
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert [place_worker(i, 5) for i in range(5)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert chosen == [0, 1, 2, 0, 1]
+
+
+def test_search_workers_divide_the_cores_on_cpu(monkeypatch):
+    from trainlab.device import place_worker
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        assert place_worker(1, 3) == "cpu, 2 thread(s)" and torch.get_num_threads() == 2
+        assert place_worker(0, 16) == "cpu, 1 thread(s)"
+    finally:
+        torch.set_num_threads(threads)
