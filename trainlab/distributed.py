@@ -14,6 +14,7 @@ single-process training and what is not.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,6 +80,9 @@ class DataParallel:
         for state dicts (no ``module.`` prefix), callbacks and evaluation. DDP starts by giving
         every rank rank 0's parameters and buffers."""
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # A conv weight with one input channel has two equally valid stride layouts; DDP warns when
+        # its gradient comes back in the other one, and copies 9 x C_out numbers: not worth a line.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                    find_unused_parameters=self.find_unused_parameters)
 
