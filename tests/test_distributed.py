@@ -96,6 +96,18 @@ def test_train_under_torchrun_needs_out(monkeypatch, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+def test_nproc_refuses_bad_input_before_starting_processes(monkeypatch, tmp_path, capsys):
+    import trainlab.distributed
+
+    monkeypatch.setattr(trainlab.distributed, "launch", lambda *a, **kw: pytest.fail("processes were started"))
+    assert main(["train", "--nproc", "2", "model.nam=mlp", "--out", str(tmp_path / "r")]) == 2
+    assert "model.nam" in capsys.readouterr().err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "summary.json").write_text("{}")
+    assert main(["train", "--nproc", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
 def test_launch_argv_fixes_the_run_directory_and_drops_launcher_options():
     argv = ["train", "--nproc", "2", "--max-restarts=1", "-c", "a.yaml", "seed=1"]
     assert launch_argv(argv, Path("runs/x")) == ["train", "-c", "a.yaml", "seed=1", "--out", "runs/x"]
