@@ -181,7 +181,12 @@ def init_from_env(device: str = "auto", timeout: float = 300.0) -> DataParallel 
         raise UserError(f"device={dev.type} cannot run data-parallel (torch.distributed has no backend for it); "
                         "use device=cuda or device=cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        # torchrun's agent keeps one key-value store across elastic restarts; without a prefix per
+        # attempt a restarted rank can read a dead process's address there and fail to connect
+        # (gloo "connectFullMesh ... Connection refused", seen in tests/test_distributed.py).
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timedelta(seconds=timeout)))
+        store = dist.PrefixStore(f"trainlab/attempt-{restart_count()}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
     return DataParallel(rank, local_rank, world, backend, dev)
 
 
