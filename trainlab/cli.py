@@ -3,6 +3,7 @@
     trainlab train                                  # digits, the zero-setup default
     trainlab train -c examples/mnist.yaml data.root=../shared/data --out runs/mnist
     trainlab train --resume runs/mnist              # continue an interrupted run exactly
+    trainlab train --nproc 2 -c examples/mnist.yaml # data-parallel, 2 processes (docs/distributed.md)
     trainlab evaluate runs/mnist --tta crops        # test metrics of best.pt
     trainlab data                                   # which data sets are where
     trainlab config-keys                            # every configuration key
@@ -16,10 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainlab import ensemble, transfer
+from trainlab import distributed, ensemble, transfer
 from trainlab.api import evaluate
 from trainlab.arguments import add_config_args, config_from_args
 from trainlab.babysit import commands as babysit_commands
+from trainlab.checkpoint import load_checkpoint
 from trainlab.config import keys_table, load_config
 from trainlab.data import describe_datasets
 from trainlab.errors import UserError
@@ -27,7 +29,7 @@ from trainlab.io import write_json
 from trainlab.lab import commands as lab_commands
 from trainlab.plots import plot_confusion
 from trainlab.report import write_report
-from trainlab.run import default_out_dir, train_run
+from trainlab.run import default_out_dir, prepare_run_dir, train_run
 from trainlab.search import commands as search_commands
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
@@ -35,6 +37,15 @@ COMMAND_MODULES = [babysit_commands, search_commands, ensemble, transfer, lab_co
 
 
 def cmd_train(args) -> int:
+    under_torchrun = distributed.launched_world_size() > 1
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and under_torchrun:
+        raise UserError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
+                        "--nproc_per_node says how many)")
+    if under_torchrun and not (args.out or args.resume):
+        raise UserError("under torchrun give --out DIR: every rank, and every elastic restart, must agree "
+                        "on the run directory")
     if args.resume:
         out = Path(args.resume)
         if not (out / "config.yaml").is_file():
@@ -45,9 +56,54 @@ def cmd_train(args) -> int:
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else default_out_dir(cfg)
-    summary = train_run(cfg, out, resume=bool(args.resume))
+    if args.nproc > 1:  # bad config or arguments stop here, before any process starts
+        if not args.resume:
+            prepare_run_dir(out, resume=False)
+        return distributed.launch(args.nproc, launch_argv(args.argv, out), args.max_restarts)
+    dp = distributed.init_from_env(cfg["device"], cfg["train"]["dist_timeout"])
+    try:
+        resume = bool(args.resume)
+        if not resume and distributed.restart_count() > 0:
+            resume = elastic_resume(out, dp)
+        summary = train_run(cfg, out, resume=resume, data_parallel=dp)
+    finally:
+        if dp is not None:
+            dp.close()
     stop = summary.get("stop_reason") or ""
     return 1 if stop.startswith("diverged") else 0
+
+
+def elastic_resume(out: Path, dp) -> bool:
+    """torchrun restarted this job (``--max-restarts``): continue from ``last.pt`` when this job
+    wrote it (its checkpoint carries torchrun's run id), so a restart never takes over another run."""
+    run_id = distributed.elastic_run_id()
+
+    def decide() -> bool:
+        last = out / "checkpoints" / "last.pt"
+        if not last.is_file() or run_id in (None, "none"):  # "none": torchrun's default, shared by every job
+            return False
+        return load_checkpoint(last).get("launch", {}).get("elastic_run_id") == run_id
+
+    resume = decide() if dp is None else dp.on_main(decide)
+    if resume and (dp is None or dp.is_main):
+        print(f"torchrun restart: resuming {out} from checkpoints/last.pt")
+    return resume
+
+
+def launch_argv(argv: list[str], out: Path) -> list[str]:
+    """The ``trainlab train`` arguments for each process: without --nproc/--max-restarts, with the
+    run directory fixed here (a default name has a time stamp that each process would redo)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--nproc", "--max-restarts"):
+            skip = True
+        elif not a.startswith(("--nproc=", "--max-restarts=")):
+            kept.append(a)
+    if not any(a == "--out" or a.startswith("--out=") or a == "--resume" or a.startswith("--resume=") for a in kept):
+        kept += ["--out", str(out)]
+    return kept
 
 
 def cmd_evaluate(args) -> int:
@@ -95,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/<data>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine, started through torch.distributed.run (default 1)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="with --nproc: restart the processes this many times after a failure, resuming from last.pt")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics of a run's checkpoint")
@@ -125,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options too (`trainlab lab dropout --quick data.name=mnist`);
     # argparse's intermixed parsing does not support sub-commands, so collect the leftovers here.
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
+        if args.command != "train":
+            distributed.refuse_under_torchrun(args.command)
         return args.func(args)
     except UserError as e:
         print(f"trainlab: error: {e}", file=sys.stderr)

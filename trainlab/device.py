@@ -155,3 +155,17 @@ def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         out["peak_device_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
+def place_worker(index: int, workers: int) -> str:
+    """Put worker ``index`` of ``workers`` on this machine where it does not crowd the others.
+
+    With G GPUs: ``cuda:(index mod G)`` becomes the current device, which ``device=cuda`` and
+    ``device=auto`` then mean. On CPU: ``cores // workers`` torch threads each, instead of every
+    worker starting one thread per core. Returns where the worker went (for its log line).
+    """
+    if torch.cuda.is_available():
+        gpu = index % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
+        return f"cuda:{gpu}"
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    return f"cpu, {threads} thread(s)"

@@ -103,8 +103,13 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
 
 def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Module:
     """The config adapter of :func:`create_model`: the ``model`` section (a partial one is
-    completed with the defaults) as its keyword arguments."""
-    return create_model(input_shape=input_shape, num_classes=num_classes, **model_config(**cfg_model))
+    completed with the defaults) as its keyword arguments. ``sync_bn`` is not part of the network
+    but of how data-parallel training wraps it (trainlab.distributed)."""
+    options = {k: v for k, v in model_config(**cfg_model).items() if k not in WRAPPER_KEYS}
+    return create_model(input_shape=input_shape, num_classes=num_classes, **options)
+
+
+WRAPPER_KEYS = ("sync_bn",)  # model.* keys read by the training wrapper, not by create_model
 
 
 # --- shared layer builders -------------------------------------------------------------------

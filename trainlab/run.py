@@ -46,6 +46,7 @@ from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
 from trainlab.data.split import stratified_subset
 from trainlab.device import autocast_dtype, check_compile, configure_backends, peak_memory, reset_peak_memory, resolve_device
+from trainlab.distributed import RankRNG
 from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError
 from trainlab.evaluate import evaluate
@@ -105,14 +106,15 @@ class Prepared:
 
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
-            data=None) -> Prepared:
-    """Seed, load data onto the device, build (or adopt) the model and the batch loader.
+            data=None, data_parallel=None) -> Prepared:
+    """Seed, load data onto the device, build (or adopt) the model and the batch loader (for a
+    rank of a data-parallel job: its device, and its share of each global batch).
 
     Images may be uint8 pixels (``load_data(cfg, pixels=True)``): they stay so on the device and
     each batch is converted there (the loader's transform for training, the model for evaluation).
     """
     torch.manual_seed(cfg["seed"])
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg["device"]) if data_parallel is None else data_parallel.device
     tc = cfg["train"]
     amp, compile = autocast_dtype(tc["amp"], device), check_compile(tc["compile"], device)  # refused before any work
     configure_backends(device, tc["deterministic"], tc["cudnn_benchmark"])
@@ -138,12 +140,16 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
         x, y = augment(x, y, gen) if augment is not None else (x, y)
         return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
+    rank, world = (0, 1) if data_parallel is None else (data_parallel.rank, data_parallel.world_size)
+    if cfg["train"]["batch_size"] < world:
+        raise UserError(f"train.batch_size={cfg['train']['batch_size']} is the global batch, shared by {world} "
+                        f"processes: make it at least {world}")
     loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
-                          transform=batch_transform, seed=cfg["seed"])
+                          transform=batch_transform, seed=cfg["seed"], rank=rank, world_size=world)
     return Prepared(cfg, device, data, model, loader, amp, compile)
 
 
-def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
+def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dict]:
     """Each epoch's measurement of the current weights in eval mode, without augmentation:
     ``train_loss``/``train_acc`` on a fixed, seeded, stratified subset of the training split
     (``train.train_eval_size`` images) and ``val_loss``/``val_acc`` on the validation split.
@@ -151,17 +157,19 @@ def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
     The lectures' train/val gap compares the same model on both splits; the trainer's running
     averages (``train_*_running``) mix a whole epoch of changing weights under dropout and
     augmentation, and a one-epoch run's would sit far below its validation accuracy.
+    Data-parallel, every rank measures its shard of each split and the figures are reduced.
     """
+    run_evaluate = evaluate if data_parallel is None else data_parallel.evaluate
     batch = p.cfg["train"]["eval_batch_size"]
     idx = stratified_subset(p.data.train_y, p.cfg["train"]["train_eval_size"], p.cfg["seed"])
     whole = len(idx) == len(p.data.train_y)  # a small training split is measured whole, not copied
     train_x, train_y = (p.data.train_x, p.data.train_y) if whole else (p.data.train_x[idx], p.data.train_y[idx])
 
     def evaluate_train_and_val(model: nn.Module) -> dict:
-        m = evaluate(model, train_x, train_y, p.data.num_classes, batch)
+        m = run_evaluate(model, train_x, train_y, p.data.num_classes, batch)
         record = {"train_loss": m["loss"], "train_acc": m["acc"]}
         if p.data.val_y is not None and len(p.data.val_y):
-            m = evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, batch)
+            m = run_evaluate(model, p.data.val_x, p.data.val_y, p.data.num_classes, batch)
             record.update(val_loss=m["loss"], val_acc=m["acc"])
         return record
 
@@ -170,45 +178,76 @@ def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
-              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True) -> dict:
+              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
+              data_parallel=None) -> dict:
     """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
 
     ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
-    can make them later from the files)."""
+    can make them later from the files). ``data_parallel`` (a
+    :class:`trainlab.distributed.DataParallel`): this process is one rank of a data-parallel job;
+    rank 0 alone writes the run directory and talks."""
     out = Path(out)
-    prepare_run_dir(out, resume)
+    dp = data_parallel
+    writer = dp is None or dp.is_main
+    if dp is None:
+        prepare_run_dir(out, resume)
+    else:
+        dp.on_main(lambda: prepare_run_dir(out, resume))
+        if is_full_batch(cfg):
+            raise UserError(f"optim.name={cfg['optim']['name']} is a full-batch method and does not run data-parallel; "
+                            "train it in one process (without torchrun or --nproc)")
+        if not writer:
+            say = _silent  # noqa: F811 (one console: rank 0's)
     t_start = time.perf_counter()
     # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
-    p = prepare(cfg, say, model=model, data=data if data is not None else load_data(cfg, pixels=True))
+    p = prepare(cfg, say, model=model, data=data if data is not None else load_data(cfg, pixels=True), data_parallel=dp)
     cfg, model, data = p.cfg, p.model, p.data
+    if dp is not None:
+        if cfg["model"]["sync_bn"] == "on":
+            model = dp.convert_sync_bn(model)
+        dp.find_unused_parameters = cfg["model"]["stochastic_depth"] > 0
+        dp.seed_rank(cfg["seed"])
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))
     tc = cfg["train"]
     meta = checkpoint_meta(cfg, data, model)
+    if dp is not None:
+        meta["launch"] = dp.describe()
     cbs: list[Callback] = [DivergenceGuard(every=1 if p.device.type == "cpu" else tc["log_every"])] if tc["nan_policy"] == "stop" else []
     if tc["ema"] > 0:
         cbs.append(EMA(tc["ema"]))
     if tc["early_stopping"] > 0:
         cbs.append(EarlyStopping(tc["early_stopping"]))
-    if cfg["monitor"]["every"] > 0:
+    if cfg["monitor"]["every"] > 0 and writer:
         cbs.append(Monitors(cfg, to_unit_float(data.train_x[: cfg["monitor"]["probe_size"]]), out))
-    if tc["snapshots"] > 0:
+    if tc["snapshots"] > 0 and writer:
         cbs.append(SnapshotSaver(cfg, len(p.loader), out, meta))
     cbs += list(callbacks)
-    cbs.append(MetricsLogger(out, tc["log_every"]))
-    if tc["progress"]:
-        cbs.append(ProgressBar())
-    cbs.append(Checkpointer(out, meta))
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
-    dump_config(cfg, out / "config.yaml")
+    if dp is not None:
+        cbs.append(RankRNG(dp))  # on every rank, before the checkpointer saves what it gathered
+    if writer:
+        cbs.append(MetricsLogger(out, tc["log_every"]))
+        if tc["progress"]:
+            cbs.append(ProgressBar())
+        cbs.append(Checkpointer(out, meta))
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
+        dump_config(cfg, out / "config.yaml")
     reset_peak_memory(p.device)
-    trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p), tc["epochs"],
+    trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p, dp), tc["epochs"],
                       penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
-                      amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile)
+                      amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile,
+                      data_parallel=dp)
     if resume:
-        ckpt = load_checkpoint(out / "checkpoints" / "last.pt", map_location=p.device)
+        last = out / "checkpoints" / "last.pt"
+        # Rank 0 reads the file and hands it to the others: they may be on machines without the run directory.
+        ckpt = load_checkpoint(last, map_location=p.device) if dp is None else dp.on_main(lambda: load_checkpoint(last))
+        launched = ckpt.get("launch", {}).get("world_size", 1)
+        if launched != (1 if dp is None else dp.world_size):
+            say(f"note: {out} was trained by {launched} process(es) and continues with "
+                f"{1 if dp is None else dp.world_size}: same global batches, but not bit for bit the same run")
         trainer.load_state_dict(ckpt)
-        truncate_metrics(out / "metrics.jsonl", trainer.state.step)
+        if writer:
+            truncate_metrics(out / "metrics.jsonl", trainer.state.step)
         say(f"resuming {out} after epoch {trainer.state.epoch} (step {trainer.state.step})")
     else:
         say(f"training {cfg['model']['name']} ({count_params(model):,} parameters) on {cfg['data']['name']} "
@@ -219,26 +258,38 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
             f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
         raise
-    summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report)
+    summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report, dp)
     return summary
 
 
-def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Callable[[str], None],
-               extra_summary: dict, report: bool) -> dict:
-    """Best weights → test metrics, summary.json, plots and report."""
-    cfg, data, model, state = p.cfg, p.data, p.model, trainer.state
-    # Test the best-on-validation weights; a run that diverged before any epoch finished has no
-    # best.pt, and its current weights are garbage, so it falls back on last.pt (the last good state).
+def _silent(message: str) -> None: ...
+
+
+def best_weights(out: Path) -> dict | None:
+    """The best-on-validation weights; a run that diverged before any epoch finished has no
+    best.pt, and its current weights are garbage, so it falls back on last.pt (the last good state)."""
     for name in ("best.pt", "last.pt"):
         path = out / "checkpoints" / name
         if path.exists():
-            load_model_state(model, load_checkpoint(path, map_location=p.device)["model"])
-            break
+            return load_checkpoint(path)["model"]
+    return None
+
+
+def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Callable[[str], None],
+               extra_summary: dict, report: bool, data_parallel=None) -> dict:
+    """Best weights → test metrics, summary.json, plots and report (data-parallel: every rank
+    tests its shard; rank 0 writes)."""
+    dp = data_parallel
+    run_evaluate = evaluate if dp is None else dp.evaluate  # sharded over the ranks
+    cfg, data, model, state = p.cfg, p.data, p.model, trainer.state
+    weights = best_weights(out) if dp is None else dp.on_main(lambda: best_weights(out))
+    if weights is not None:
+        load_model_state(model, weights)
     test = None
     if data.test_y is not None and len(data.test_y):
         with trainer.autocast():
-            test = evaluate(model, data.test_x, data.test_y, data.num_classes, cfg["train"]["eval_batch_size"],
-                            tta=cfg["augment"]["tta"])
+            test = run_evaluate(model, data.test_x, data.test_y, data.num_classes, cfg["train"]["eval_batch_size"],
+                                tta=cfg["augment"]["tta"])
     history = state.history
     ema = trainer.callback(EMA)
     summary = {
@@ -255,11 +306,14 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
         "stop_reason": state.stop_reason, "num_classes": data.num_classes, "classes": list(data.classes),
         "amp": {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[trainer.amp], "compile": p.compile,
         **peak_memory(p.device),
+        "world_size": 1 if dp is None else dp.world_size, "backend": None if dp is None else dp.backend,
     }
     if ema is not None and ema.model is not None and test:
         with trainer.autocast():
-            summary["test_acc_ema"] = evaluate(ema.model.module, data.test_x, data.test_y, data.num_classes,
-                                               cfg["train"]["eval_batch_size"])["acc"]
+            summary["test_acc_ema"] = run_evaluate(ema.model.module, data.test_x, data.test_y, data.num_classes,
+                                                   cfg["train"]["eval_batch_size"])["acc"]
+    if dp is not None and not dp.is_main:
+        return {"stop_reason": state.stop_reason}
     if test:
         summary["per_class_acc"] = test["per_class_acc"]
         summary["confusion"] = test["confusion"]

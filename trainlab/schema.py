@@ -96,6 +96,7 @@ SCHEMA: dict[str, Key] = {
     "model.maxout_k": _k(2, "int", "maxout: number of linear pieces", low=2),
     "model.norm": _k("none", "str", "normalisation layer after each conv/linear", choices="norms"),
     "model.groups": _k(8, "int", "group norm: number of groups", low=1),
+    "model.sync_bn": _k("off", "str", "data-parallel: batch norm over the global batch (all ranks) instead of each rank's share", choices=("off", "on")),
     "model.init": _k("kaiming", "str", "weight initialisation", choices="inits"),
     "model.init_std": _k(0.01, "float", "small_gaussian: std; constant: the value", **NONNEG),
     "model.bias_init": _k(0.0, "float", "initial value of every bias (a large negative one kills ReLUs)"),
@@ -153,6 +154,7 @@ SCHEMA: dict[str, Key] = {
     "train.channels_last": _k("auto", "str", "channels-last memory format: auto (on for cuda conv nets), on, off", choices=("auto", "on", "off")),
     "train.log_every": _k(20, "int", "log the training loss every N steps", low=1),
     "train.progress": _k(True, "bool", "show a progress bar"),
+    "train.dist_timeout": _k(300.0, "float", "data-parallel: seconds a rank waits for the others before the job fails", **POS),
     "train.nan_policy": _k("stop", "str", "on a NaN/inf or exploding loss: stop (keep the last good checkpoint) or continue", choices=("stop", "continue")),
     # --- monitors (SPEC §4) --------------------------------------------------------------
     "monitor.every": _k(100, "int", "probe activations, gradients and update ratios every N steps (0: off)", **NONNEG),

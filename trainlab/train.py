@@ -71,13 +71,19 @@ class Trainer:
             float32; float16 adds a GradScaler. Weights, loss, metrics and checkpoints stay float32.
         compile: train through ``torch.compile(model)``. Only the training forward is compiled:
             ``self.model`` stays the plain module that evaluation, EMA, monitors and checkpoints see.
+        data_parallel: a :class:`trainlab.distributed.DataParallel` when this process is one rank
+            of a data-parallel job: the forward/backward pass goes through its DDP wrapper, the
+            loss is weighted by this rank's share of the global batch, and each step's loss and
+            counts are reduced over the ranks. ``self.model`` stays the plain module (state dicts
+            without a ``module.`` prefix, callbacks, evaluation).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loader,
                  loss_fn: Callable, evaluate: Callable[[nn.Module], dict], epochs: int,
                  penalty: Callable[[], torch.Tensor] | None = None, clip_grad: float = 0.0,
                  max_steps: int | None = None, amp: torch.dtype | None = None, device: torch.device | None = None,
-                 callbacks: list[Callback] = (), closure_step: bool = False, compile: bool = False):
+                 callbacks: list[Callback] = (), closure_step: bool = False, compile: bool = False,
+                 data_parallel=None):
         self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
         self.loss_fn, self.epochs, self.penalty = loss_fn, epochs, penalty
         self.clip_grad, self.max_steps, self.closure_step = clip_grad, max_steps, closure_step
@@ -85,7 +91,9 @@ class Trainer:
         self.amp = amp
         # float16's 5-bit exponent underflows small gradients, so the loss is scaled; bfloat16 has float32's range.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16)
-        self.forward = torch.compile(model) if compile else model  # the one place a model is compiled
+        self.dp = data_parallel
+        net = model if data_parallel is None else data_parallel.wrap(model)
+        self.forward = torch.compile(net) if compile else net  # the one place a model is compiled
 
         def evaluate_under_autocast(m: nn.Module) -> dict:  # evaluation sees the numerics training sees
             with self.autocast():
@@ -117,7 +125,8 @@ class Trainer:
         with self.autocast():
             logits = self.forward(x)
             loss = self.loss_fn(logits.float(), y)
-        total = loss + self.penalty() if self.penalty is not None else loss
+        data_loss = loss if self.dp is None else loss * self.dp.share_weight(len(y))
+        total = data_loss + self.penalty() if self.penalty is not None else data_loss
         return total, loss, logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor):
@@ -158,10 +167,13 @@ class Trainer:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss, correct = self.train_step(x, y)
+                n = len(x)
+                if self.dp is not None:  # over every rank's share: what one process would see
+                    loss, correct, n = self.dp.reduce_step(loss, correct, n)
                 s.step += 1
-                seen += len(x)
-                loss_sum, correct_sum = loss_sum + loss * len(x), correct_sum + correct
-                self.emit("step_end", StepInfo(s.step, s.epoch, loss, correct, len(x), lr))
+                seen += n
+                loss_sum, correct_sum = loss_sum + loss * n, correct_sum + correct
+                self.emit("step_end", StepInfo(s.step, s.epoch, loss, correct, n, lr))
                 if s.stop_reason or (self.max_steps and s.step >= self.max_steps):
                     break
             seconds = time.perf_counter() - t0

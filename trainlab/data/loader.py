@@ -10,6 +10,9 @@ pipeline on small images.
         loader.set_epoch(epoch)          # a resumed run sees exactly the same batches
         for xb, yb in loader:
             ...
+
+Data-parallel training gives each rank ``rank`` and ``world_size``: every rank draws the same
+global batch order and takes its share of each batch (:func:`shard`).
 """
 from __future__ import annotations
 
@@ -33,6 +36,27 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state) & (2**63 - 1)
 
 
+def shard(indices, rank: int, world_size: int):
+    """Rank ``rank``'s share of one global batch ``indices`` (any sliceable sequence: a tensor of
+    sample indices, a range, the rows of a batch).
+
+    Every rank draws the same global batch (same seed, same epoch) and takes the ``rank``-th of
+    ``world_size`` contiguous blocks; block sizes differ by at most one, the first ``len % W``
+    blocks being the larger::
+
+        n = len(indices);  lo_r = r·⌊n/W⌋ + min(r, n mod W);  share_r = indices[lo_r : lo_{r+1}]
+
+    The shares partition the batch, so the union over ranks is exactly what one process would
+    train on. This is the one definition of sharding: the in-memory and the streaming loaders
+    both use it.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    base, extra = divmod(len(indices), world_size)
+    lo = rank * base + min(rank, extra)
+    return indices[lo:lo + base + (rank < extra)]
+
+
 class TensorLoader:
     """Yields ``(xb, yb)`` batches of tensors kept on their device, optionally transformed.
 
@@ -40,6 +64,12 @@ class TensorLoader:
     depend only on (seed, epoch). Call :meth:`set_epoch` before each epoch to pin the epoch
     number (needed to resume); without it, each new pass uses the next epoch number, so plain
     repeated iteration still reshuffles.
+
+    With ``world_size`` > 1 it yields this rank's :func:`shard` of each global batch of
+    ``batch_size``. The transform runs on the whole global batch before sharding, so a sample
+    gets the same augmentation (and mixup partner) whichever rank trains on it, as in one
+    process; each rank pays for transforming the global batch. A last batch smaller than
+    ``world_size`` is dropped (some rank would have no sample).
     """
 
     def __init__(
@@ -51,6 +81,8 @@ class TensorLoader:
         drop_last: bool = False,
         transform: Transform | None = None,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
@@ -58,6 +90,11 @@ class TensorLoader:
             raise ValueError(f"x is on {x.device} but y is on {y.device}; move both to the training device")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < world_size:
+            raise ValueError(f"batch_size {batch_size} is smaller than world_size {world_size}: "
+                             "every rank needs at least one sample of each global batch")
+        shard(range(world_size), rank, world_size)  # validates rank
+        self.rank, self.world_size = int(rank), int(world_size)
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -76,7 +113,7 @@ class TensorLoader:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        if self.drop_last:
+        if self.drop_last or self.num_samples % self.batch_size < self.world_size:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
@@ -96,11 +133,15 @@ class TensorLoader:
         order = self._order()
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.num_samples)
+            rows = range(lo, hi)
+            if self.transform is None:  # only this rank's samples are gathered at all
+                rows = shard(rows, self.rank, self.world_size)
             if order is None:
-                xb, yb = self.x[lo:hi], self.y[lo:hi]
+                xb, yb = self.x[rows.start:rows.stop], self.y[rows.start:rows.stop]
             else:
-                idx = order[lo:hi]
+                idx = order[rows.start:rows.stop]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.transform is not None:
                 xb, yb = self.transform(xb, yb, self.generator)
+                xb, yb = shard(xb, self.rank, self.world_size), shard(yb, self.rank, self.world_size)
             yield xb, yb

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from trainlab.device import place_worker
 from trainlab.errors import UserError
 from trainlab.search.results import write_results
 from trainlab.search.space import (
@@ -228,11 +227,12 @@ def run_stage(storage, study: optuna.Study, job: SearchJob, stage: Stage, space:
     return stage_trials, space
 
 
-def _worker_process(job: SearchJob, index: int, threads: int) -> None:
-    """Entry point of a spawned worker: its own storage connection, its share of the cores."""
-    torch.set_num_threads(threads)
+def _worker_process(job: SearchJob, index: int) -> None:
+    """Entry point of a spawned worker: its own storage connection, its GPU or share of the cores."""
+    say = lambda msg: print(f"[worker {index}] {msg}", flush=True)  # noqa: E731
+    say(f"on {place_worker(index, job.options.workers)}")
     try:
-        search_worker(job, say=lambda msg: print(f"[worker {index}] {msg}", flush=True))
+        search_worker(job, say=say)
     except UserError as e:
         print(f"[worker {index}] trainlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -257,10 +257,9 @@ def run_search(base: dict, space: Space, out: str | Path, options: SearchOptions
         f"stages {o.stages}; pruner {o.pruner}; trials in {out / 'trials'}")
     children = []
     if o.workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // o.workers)
-        torch.set_num_threads(threads)
+        say(f"[worker 0] on {place_worker(0, o.workers)}")
         ctx = multiprocessing.get_context("spawn")  # fork would copy torch threads and DB connections
-        children = [ctx.Process(target=_worker_process, args=(job, i, threads), daemon=False)
+        children = [ctx.Process(target=_worker_process, args=(job, i), daemon=False)
                     for i in range(1, o.workers)]
         for c in children:
             c.start()
