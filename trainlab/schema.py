@@ -52,6 +52,10 @@ SCHEMA: dict[str, Key] = {
     "data.subset": _k(None, "int", "keep only this many training images (stratified)", low=1, nullable=True),
     "data.per_class": _k(None, "int", "keep only this many training images per class", low=1, nullable=True),
     "data.classes": _k(None, "floats", "keep only these class indices (relabelled 0..k-1)", nullable=True),
+    "data.stream": _k("auto", "str", "off: load the data set into memory; on: stream batches from disk through torch.utils.data workers; auto: stream when the decoded set exceeds data.memory_limit_gb", choices=("off", "on", "auto")),
+    "data.memory_limit_gb": _k(None, "float", "data.stream=auto streams data sets bigger than this (default: a quarter of the device's memory, or of RAM on CPU)", nullable=True, **POS),
+    "data.workers": _k(None, "int", "streaming: DataLoader worker processes decoding batches (default: CPU cores - 1, at most 8; 0 decodes in the main process)", nullable=True, **NONNEG),
+    "data.prefetch": _k(2, "int", "streaming: batches each worker decodes ahead", low=1),
     "data.image_size": _k(32, "int", "folder data sets: images are resized to this square size", low=4),
     # --- preprocessing (fitted on train, saved in the model) -----------------------------
     "preprocess.name": _k("standardize", "str", "none, mean_image, channel_mean, standardize, pca, pca_whiten, zca", choices="preprocessors"),
@@ -130,6 +134,7 @@ SCHEMA: dict[str, Key] = {
     "train.snapshots": _k(0, "int", "keep the weights at the end of each of the last K cycles (sgdr/cyclic)", **NONNEG),
     "train.amp": _k("auto", "str", "mixed precision: auto (on for cuda), on, off", choices=("auto", "on", "off")),
     "train.channels_last": _k("auto", "str", "channels-last memory format: auto (on for cuda conv nets), on, off", choices=("auto", "on", "off")),
+    "train.checkpoint_every": _k(None, "int", "also write checkpoints/last.pt every N steps inside an epoch, for an exact mid-epoch --resume (0: at epoch ends only; unset: every ~10 minutes of training)", nullable=True, **NONNEG),
     "train.log_every": _k(20, "int", "log the training loss every N steps", low=1),
     "train.progress": _k(True, "bool", "show a progress bar"),
     "train.nan_policy": _k("stop", "str", "on a NaN/inf or exploding loss: stop (keep the last good checkpoint) or continue", choices=("stop", "continue")),

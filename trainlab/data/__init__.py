@@ -111,27 +111,63 @@ def load_data_cached(cfg: dict, cache: dict, max_entries: int | None = None) -> 
     return cache[key]
 
 
-def load_data(cfg: dict) -> DataBundle:
-    """Load cfg["data"]["name"] and apply, in order: data.classes, data.per_class, data.subset,
-    then the seeded, stratified validation split of data.val_fraction (0: empty validation)."""
+@dataclass
+class Selection:
+    """Which samples of a data set's official training split a run uses, found from the labels
+    alone: ``train``/``val`` index it, ``train_y``/``val_y`` are their labels after
+    ``data.classes`` relabelling, and ``test_keep``/``test_y`` do the same for the test split."""
+
+    train: Tensor
+    train_y: Tensor
+    val: Tensor
+    val_y: Tensor
+    test_keep: Tensor | None
+    test_y: Tensor | None
+    classes: list[str]
+
+
+def select_samples(train_y: Tensor, test_y: Tensor | None, classes: list[str], cfg: dict) -> Selection:
+    """Apply, in order: data.classes, data.per_class, data.subset, then the seeded, stratified
+    validation split of data.val_fraction (0: empty validation). Only labels are read, so the
+    streaming path selects exactly the samples the in-memory one does without decoding any."""
     data = _data_config(cfg)
     seed = int(cfg.get("seed", 0))
-    load = DATASETS.get(data["name"])
-    path = Path(data["path"]).expanduser() if data.get("path") else None
-    raw = load(data_root(data), path, bool(data["download"]), int(data["image_size"]))
+    idx, y = torch.arange(len(train_y)), train_y
+    test_keep = None
     if data.get("classes") is not None:
-        raw = select_classes(raw, data["classes"])
-    x, y = raw.train_x, raw.train_y
+        keep = _class_indices(data["classes"], classes)
+        new_label = torch.full((len(classes),), -1, dtype=torch.int64)
+        new_label[torch.tensor(keep)] = torch.arange(len(keep))
+        mapped = new_label[y]
+        idx, y = idx[mapped >= 0], mapped[mapped >= 0]
+        if test_y is not None:
+            mapped = new_label[test_y]
+            test_keep, test_y = torch.nonzero(mapped >= 0).flatten(), mapped[mapped >= 0]
+        classes = [classes[i] for i in keep]
     if data.get("per_class") is not None:
-        idx = per_class_subset(y, int(data["per_class"]), seed)
-        x, y = x[idx], y[idx]
+        sub = per_class_subset(y, int(data["per_class"]), seed)
+        idx, y = idx[sub], y[sub]
     if data.get("subset") is not None:
-        idx = stratified_subset(y, int(data["subset"]), seed)
-        x, y = x[idx], y[idx]
+        sub = stratified_subset(y, int(data["subset"]), seed)
+        idx, y = idx[sub], y[sub]
     keep, val = stratified_split(y, float(data["val_fraction"]), seed)
     if len(keep) == 0:
         raise UserError(f"data set {data['name']!r} has no training images left after data.classes / per_class / subset")
-    return DataBundle(data["name"], x[keep], y[keep], x[val], y[val], raw.test_x, raw.test_y, raw.classes)
+    return Selection(idx[keep], y[keep], idx[val], y[val], test_keep, test_y, classes)
+
+
+def load_data(cfg: dict) -> DataBundle:
+    """Load cfg["data"]["name"] into memory and select its samples (:func:`select_samples`)."""
+    data = _data_config(cfg)
+    load = DATASETS.get(data["name"])
+    path = Path(data["path"]).expanduser() if data.get("path") else None
+    raw = load(data_root(data), path, bool(data["download"]), int(data["image_size"]))
+    s = select_samples(raw.train_y, raw.test_y, raw.classes, cfg)
+    x, test_x = raw.train_x, raw.test_x
+    if s.test_keep is not None:
+        test_x = test_x[s.test_keep]
+    test_y = s.test_y if s.test_y is not None else raw.test_y
+    return DataBundle(data["name"], x[s.train], s.train_y, x[s.val], s.val_y, test_x, test_y, s.classes)
 
 
 def _describe_public(name: str, folder: Path, download: bool) -> dict:
