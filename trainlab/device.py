@@ -19,3 +19,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("device=mps but MPS is not available; use device=auto or device=cpu")
     return torch.device(name)
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Memory the data could occupy: the GPU's total memory on CUDA, else the machine's RAM
+    (MPS shares it)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    import psutil
+
+    return int(psutil.virtual_memory().total)

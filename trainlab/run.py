@@ -90,24 +90,30 @@ class Prepared:
     data: object
     model: PreprocessedModel
     loader: object
+    data_path: dict | None = None  # streamed or in memory, and why (summary.json's data_stream)
 
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
             data=None) -> Prepared:
     """Seed, load data onto the device, build (or adopt) the model and the batch loader."""
     from trainlab.augmentation import build_augment
-    from trainlab.data import load_data
     from trainlab.data.loader import TensorLoader
+    from trainlab.data.stream import DataPath, LazyImages, StreamLoader, open_data
 
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
-    data = data if data is not None else load_data(cfg)
+    path = DataPath(False, "data given by the caller, in memory")
+    if data is None:
+        data, path = open_data(cfg, device)
+        say(path.reason)
+    stream = isinstance(data.train_x, LazyImages)
     if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
         raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
                         f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     cfg = full_batch_overrides(cfg, len(data.train_y), say)
     # A new bundle on the device: the caller's (often a cache shared by many runs) stays as it was.
-    names = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    # Streamed images stay on disk; their batches are copied to the device as they are decoded.
+    names = ("train_y", "val_y", "test_y") if stream else ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
     data = dataclasses.replace(data, **{n: getattr(data, n).to(device) for n in names if getattr(data, n) is not None})
     if model is None:
         model = build_classifier(cfg, data.input_shape, data.num_classes, x_train=data.train_x)
@@ -123,9 +129,14 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
             x, y = inner(x, y, gen) if inner is not None else (x, y)
             return x.contiguous(memory_format=torch.channels_last), y
 
-    loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
-                          transform=augment, seed=cfg["seed"])
-    return Prepared(cfg, device, data, model, loader)
+    if stream:
+        loader = StreamLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], device, shuffle=True,
+                              transform=augment, seed=cfg["seed"], workers=data.train_x.workers,
+                              prefetch=data.train_x.prefetch)
+    else:
+        loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
+                              transform=augment, seed=cfg["seed"])
+    return Prepared(cfg, device, data, model, loader, dataclasses.asdict(path))
 
 
 def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
@@ -167,7 +178,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if cfg["monitor"]["every"] > 0:
         from trainlab.babysit.monitors import Monitors
 
-        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
+        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]].to(p.device), out))
     if tc["snapshots"] > 0:
         from trainlab.ensemble import SnapshotSaver
 
@@ -176,7 +187,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     cbs.append(MetricsLogger(out, tc["log_every"]))
     if tc["progress"]:
         cbs.append(ProgressBar())
-    cbs.append(Checkpointer(out, meta))
+    cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
     dump_config(cfg, out / "config.yaml")
     amp = tc["amp"] == "on" or (tc["amp"] == "auto" and p.device.type == "cuda")
@@ -187,15 +198,16 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         ckpt = load_checkpoint(out / "checkpoints" / "last.pt", map_location=p.device)
         trainer.load_state_dict(ckpt)
         truncate_metrics(out / "metrics.jsonl", trainer.state.step)
-        say(f"resuming {out} after epoch {trainer.state.epoch} (step {trainer.state.step})")
+        say(f"resuming {out} at step {trainer.state.step} (epoch {trainer.state.epoch + 1}"
+            f"{', mid-epoch' if trainer.state.running is not None else ''})")
     else:
         say(f"training {cfg['model']['name']} ({count_params(model):,} parameters) on {cfg['data']['name']} "
             f"({len(data.train_y)} train / {len(data.val_y)} val images) on {p.device}; run directory {out}")
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
-            f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
+        say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the last saved step "
+            f"(epoch ends, and every train.checkpoint_every steps). Continue with: trainlab train --resume {out}")
         raise
     summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report)
     return summary
@@ -232,7 +244,7 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
         "train_images_per_second": (sum(h["images_per_second"] for h in history) / len(history)) if history else None,
         "device": str(p.device), "seed": cfg["seed"], "torch_version": torch.__version__,
         "python_version": platform.python_version(), "trainlab_version": __version__,
-        "stop_reason": state.stop_reason, "num_classes": data.num_classes, "classes": list(data.classes),
+        "stop_reason": state.stop_reason, "data_stream": p.data_path, "num_classes": data.num_classes, "classes": list(data.classes),
     }
     if ema is not None and ema.model is not None and test:
         summary["test_acc_ema"] = evaluate(ema.model.module, data.test_x, data.test_y, data.num_classes,

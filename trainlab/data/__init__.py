@@ -188,6 +188,8 @@ def describe_datasets(cfg_data: dict) -> list[dict]:
 
     data.path, when set, applies to the selected data set (data.name) only.
     """
+    from trainlab.data.stream import stream_note
+
     root = data_root(cfg_data)
     rows = []
     for name in DATASETS:
@@ -205,8 +207,12 @@ def describe_datasets(cfg_data: dict) -> list[dict]:
             present = folder.is_file() or folder.with_suffix(".npz").is_file() or any(folder.glob("*.npz"))
             rows.append(dict(name=name, folder=str(folder), present=present,
                              note="an .npz with arrays x, y (optionally x_test, y_test, classes); set data.path"))
+        elif name == "npy":
+            rows.append(dict(name=name, folder=str(folder), present=(folder / "x.npy").is_file(),
+                             note="a folder with x.npy and y.npy (optionally x_test.npy, y_test.npy, classes.npy); set data.path"))
         else:  # registered elsewhere: nothing to inspect
             rows.append(dict(name=name, folder=str(folder), present=folder.exists(), note=""))
+        rows[-1]["stream"] = stream_note(name)
     return rows
 
 
