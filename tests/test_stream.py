@@ -261,12 +261,26 @@ def test_killed_mid_epoch_resumes_bit_for_bit(tmp_path, stream):
     assert len(steps) == len(set(steps))  # nothing logged twice across the resume
 
 
+def test_checkpoint_every_unset_saves_mid_epoch_only_after_the_time_limit(tmp_path, monkeypatch):
+    from trainlab.callbacks import Checkpointer
+
+    write_npy(tmp_path / "npy", n=700)
+    cfg = config("data.name=npy", f"data.path={tmp_path / 'npy'}", "data.stream=off", "train.epochs=1")
+    quiet = dict(say=lambda _: None, report=False)
+    for seconds, expected_step in ((600.0, 0), (0.0, 2)):  # 10 minutes never pass; 0 s always have
+        monkeypatch.setattr(Checkpointer, "AUTO_SECONDS", seconds)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(cfg, tmp_path / f"run{seconds}", callbacks=[Kill(3)], **quiet)
+        assert torch.load(tmp_path / f"run{seconds}" / "checkpoints" / "last.pt", weights_only=True)["step"] == expected_step
+
+
+@pytest.mark.slow
 def test_sigkilled_cli_run_resumes_bit_for_bit(tmp_path):
     """A real SIGKILL of `trainlab train` as soon as a mid-epoch last.pt exists; --resume then
     ends where an uninterrupted run ends (whatever step the kill landed on)."""
-    write_npy(tmp_path / "npy")
-    args = ["data.name=npy", f"data.path={tmp_path / 'npy'}", "data.stream=on", "data.workers=1", "train.epochs=4",
-            "train.batch_size=16", "train.checkpoint_every=7", "train.progress=false", "monitor.every=0",
+    write_npy(tmp_path / "npy", n=700)
+    args = ["data.name=npy", f"data.path={tmp_path / 'npy'}", "data.stream=on", "data.workers=1", "train.epochs=2",
+            "train.batch_size=16", "train.checkpoint_every=5", "train.progress=false", "monitor.every=0",
             "model.dropout=0.1", "augment.names=[crop]", "seed=2"]
     cli = [sys.executable, "-m", "trainlab", "train", *args]
     subprocess.run([*cli, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
@@ -275,7 +289,7 @@ def test_sigkilled_cli_run_resumes_bit_for_bit(tmp_path):
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
     try:
         for _ in range(6000):
-            if last.exists() and torch.load(last, weights_only=True)["step"] >= 14:
+            if last.exists() and torch.load(last, weights_only=True)["step"] >= 10:
                 break
             if proc.poll() is not None:
                 pytest.fail("the run ended before it could be killed mid-epoch")

@@ -197,11 +197,13 @@ class Checkpointer(Callback):
     """
 
     name = "checkpointer"
+    AUTO_SECONDS = 600.0  # "about 10 minutes": an interruption loses at most that much work
 
-    def __init__(self, run_dir: Path, meta: dict, every: int | None = 0, every_seconds: float = 600.0):
+    def __init__(self, run_dir: Path, meta: dict, every: int | None = 0, every_seconds: float | None = None):
         self.dir = Path(run_dir) / "checkpoints"
         self.meta, self.best = meta, (-math.inf, -math.inf)
-        self.every, self.every_seconds, self.last_write = every, every_seconds, time.monotonic()
+        self.every, self.last_write = every, time.monotonic()
+        self.every_seconds = self.AUTO_SECONDS if every_seconds is None else every_seconds
 
     def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
         if trainer.state.stop_reason is not None:
