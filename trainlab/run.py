@@ -112,8 +112,8 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
                         f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     cfg = full_batch_overrides(cfg, len(data.train_y), say)
     # A new bundle on the device: the caller's (often a cache shared by many runs) stays as it was.
-    # Streamed images stay on disk; their batches are copied to the device as they are decoded.
-    names = ("train_y", "val_y", "test_y") if stream else ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    # (Streamed images stay on disk: LazyImages.to only says where decoded slices go.)
+    names = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
     data = dataclasses.replace(data, **{n: getattr(data, n).to(device) for n in names if getattr(data, n) is not None})
     if model is None:
         model = build_classifier(cfg, data.input_shape, data.num_classes, x_train=data.train_x)
@@ -178,7 +178,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if cfg["monitor"]["every"] > 0:
         from trainlab.babysit.monitors import Monitors
 
-        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]].to(p.device), out))
+        cbs.append(Monitors(cfg, data.train_x[: cfg["monitor"]["probe_size"]], out))
     if tc["snapshots"] > 0:
         from trainlab.ensemble import SnapshotSaver
 

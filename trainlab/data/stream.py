@@ -340,13 +340,19 @@ class LazyImages:
     augmentations that need statistics fit on it unchanged, by the same chunked float64 passes
     they make over an in-memory tensor; :meth:`batches` decodes in worker processes."""
 
-    device = torch.device("cpu")
     dtype = torch.float32
 
-    def __init__(self, source: ArraySource | ImageFileSource, indices, workers: int = 0, prefetch: int = 2):
+    def __init__(self, source: ArraySource | ImageFileSource, indices, workers: int = 0, prefetch: int = 2,
+                 device: torch.device | str = "cpu"):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.workers, self.prefetch = int(workers), int(prefetch)
+        self.device = torch.device(device)
+
+    def to(self, device: torch.device | str) -> LazyImages:
+        """The same samples, decoded slices landing on ``device`` (where statistics are fitted,
+        as they are for an in-memory split moved there). The images themselves stay on disk."""
+        return LazyImages(self.source, self.indices, self.workers, self.prefetch, device)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -363,13 +369,16 @@ class LazyImages:
         return self.ndim
 
     def read(self, positions) -> Tensor:
-        """Decode the samples at ``positions`` (indices into this split), in that order."""
+        """Decode the samples at ``positions`` (indices into this split), in that order, on the host."""
         return self.source.read(self.indices[np.asarray(positions, dtype=np.int64)])
 
     def __getitem__(self, key) -> Tensor:
+        """Decoded samples on ``device``: a slice, or an array/tensor of positions."""
         if isinstance(key, slice):
-            return self.source.read(self.indices[key])
-        return self.read(key)
+            return self.source.read(self.indices[key]).to(self.device)
+        if isinstance(key, Tensor):
+            key = key.cpu()
+        return self.read(key).to(self.device)
 
     def describe(self, positions) -> str:
         return self.source.describe(self.indices[np.asarray(positions, dtype=np.int64)])
