@@ -135,7 +135,17 @@ def make_npz_set(root: Path, name: str) -> list[str]:
     return ["data.name=npz", f"data.path={root / 'tiny.npz'}"]
 
 
+def make_npy_set(root: Path, name: str) -> list[str]:
+    """x.npy (N, 8, 8, 3) uint8 channels-last, integer labels, a test split; streamed from disk."""
+    rng = np.random.default_rng(0)
+    for split, n in (("", 60), ("_test", 15)):
+        np.save(root / f"x{split}.npy", rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8))
+        np.save(root / f"y{split}.npy", np.arange(n) % 3)
+    return ["data.name=npy", f"data.path={root}", "data.stream=on", "data.workers=0"]
+
+
 DATA_MAKERS = {
+    "npy": make_npy_set,
     "digits": lambda root, name: [],  # ships with scikit-learn
     "mnist": make_idx_set,
     "fashion-mnist": make_idx_set,

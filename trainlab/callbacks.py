@@ -7,6 +7,7 @@ saves includes every other callback's update for that epoch.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -217,19 +218,39 @@ class Checkpointer(Callback):
     the best validation accuracy so far, ties broken by the lower validation loss). Both atomically: a crash mid-write never leaves a
     broken file where a good one was.
 
+    Mid-epoch, ``last.pt`` is also written every ``every`` steps, or, when ``every`` is None,
+    whenever ``every_seconds`` of training have passed since the last write (so only long epochs
+    pay for it); ``every=0`` writes at epoch ends only. Such a checkpoint holds the loader's
+    position and the epoch's running sums, and ``--resume`` continues from that very step.
+
     ``meta`` (config, class names, input shape) goes in both, so either loads on its own.
     """
 
     name = "checkpointer"
+    AUTO_SECONDS = 600.0  # "about 10 minutes": an interruption loses at most that much work
 
-    def __init__(self, run_dir: Path, meta: dict):
+    def __init__(self, run_dir: Path, meta: dict, every: int | None = 0, every_seconds: float | None = None):
         self.dir = Path(run_dir) / "checkpoints"
         self.meta, self.best = meta, (-math.inf, -math.inf)
+        self.every, self.last_write = every, time.monotonic()
+        self.every_seconds = self.AUTO_SECONDS if every_seconds is None else every_seconds
+
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+        if trainer.state.stop_reason is not None:
+            return  # a step that diverged (or asked to stop) is not worth resuming from
+        due = (step.step % self.every == 0) if self.every else (
+            self.every is None and time.monotonic() - self.last_write >= self.every_seconds)
+        if due:
+            self.save_last(trainer)
+
+    def save_last(self, trainer: Trainer) -> None:
+        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+        self.last_write = time.monotonic()
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "last.pt").exists():  # a good state to fall back on if epoch 1 diverges
-            save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+            self.save_last(trainer)
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
         # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.
@@ -238,7 +259,7 @@ class Checkpointer(Callback):
             self.best = score
             save_checkpoint({**self.meta, "model": model_state(trainer.model), "epoch": epoch["epoch"],
                              "step": epoch["step"], "metrics": epoch}, self.dir / "best.pt")
-        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+        self.save_last(trainer)
 
     def state_dict(self) -> dict:
         return {"best": list(self.best)}

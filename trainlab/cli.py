@@ -125,7 +125,7 @@ def cmd_data(args) -> int:
     cfg = config_from_args(args)
     for d in describe_datasets(cfg["data"]):
         mark = "present" if d["present"] else "absent "
-        print(f"{d['name']:>14}  {mark}  {d['folder']}  {d.get('note', '')}")
+        print(f"{d['name']:>14}  {mark}  {d['folder']}  {d.get('note', '')}  [{d['stream']}]")
     return 0
 
 

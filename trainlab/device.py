@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import psutil
 import torch
 
 from trainlab.errors import UserError
@@ -155,6 +156,8 @@ def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         out["peak_device_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
+
+
 def place_worker(index: int, workers: int) -> str:
     """Put worker ``index`` of ``workers`` on this machine where it does not crowd the others.
 
@@ -169,3 +172,11 @@ def place_worker(index: int, workers: int) -> str:
     threads = max(1, (os.cpu_count() or 1) // workers)
     torch.set_num_threads(threads)
     return f"cpu, {threads} thread(s)"
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Memory the data could occupy: the GPU's total memory on CUDA, else the machine's RAM
+    (MPS shares it)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(psutil.virtual_memory().total)

@@ -22,9 +22,12 @@ def predict_probs(models: nn.Module | Iterable[nn.Module], x: torch.Tensor, batc
     for m in models:
         m.eval()
     out = []
+    device = next(models[0].parameters()).device
+    # A streamed split (LazyImages) decodes its batches in worker processes; a tensor is sliced.
+    batches = x.batches(batch_size) if hasattr(x, "batches") else (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     try:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+        for xb in batches:
+            xb = xb.to(device, non_blocking=True)  # a no-op for data already on the device
             views = tta_views(xb, tta)
             total = 0
             for m in models:

@@ -42,9 +42,9 @@ from trainlab.classifier import (
     make_penalty,
 )
 from trainlab.config import dump_config
-from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
 from trainlab.data.split import stratified_subset
+from trainlab.data.stream import DataPath, LazyImages, StreamLoader, open_data
 from trainlab.device import autocast_dtype, check_compile, configure_backends, peak_memory, reset_peak_memory, resolve_device
 from trainlab.distributed import RankRNG
 from trainlab.ensemble import SnapshotSaver
@@ -103,27 +103,35 @@ class Prepared:
     loader: object
     amp: torch.dtype | None = None  # autocast dtype (train.amp resolved for the device)
     compile: bool = False
+    data_path: dict | None = None  # streamed or in memory, and why (summary.json's data_stream)
+    augment: object = None  # the batched augmentation inside the loader's transform (None: none)
 
 
 def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
-            data=None, data_parallel=None) -> Prepared:
+            data=None, data_parallel=None, pixels: bool = False) -> Prepared:
     """Seed, load data onto the device, build (or adopt) the model and the batch loader (for a
     rank of a data-parallel job: its device, and its share of each global batch).
 
-    Images may be uint8 pixels (``load_data(cfg, pixels=True)``): they stay so on the device and
-    each batch is converted there (the loader's transform for training, the model for evaluation).
+    Without ``data``, the data set is loaded or streamed per ``data.stream`` (:func:`open_data`).
+    Images may be uint8 pixels (``pixels=True``): they stay so on the device and each batch is
+    converted there (the loader's transform for training, the model for evaluation).
     """
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"]) if data_parallel is None else data_parallel.device
     tc = cfg["train"]
     amp, compile = autocast_dtype(tc["amp"], device), check_compile(tc["compile"], device)  # refused before any work
     configure_backends(device, tc["deterministic"], tc["cudnn_benchmark"])
-    data = data if data is not None else load_data(cfg)
+    path = DataPath(False, "data given by the caller, in memory")
+    if data is None:
+        data, path = open_data(cfg, device, pixels=pixels)
+        say(path.reason)
+    stream = isinstance(data.train_x, LazyImages)
     if cfg["augment"]["tta"] != "none" and data.train_x.ndim != 4:
         raise UserError(f"augment.tta={cfg['augment']['tta']} needs images (N, C, H, W); this data is flat "
                         f"features of shape {tuple(data.train_x.shape[1:])}: use augment.tta=none")
     cfg = full_batch_overrides(cfg, len(data.train_y), say)
     # A new bundle on the device: the caller's (often a cache shared by many runs) stays as it was.
+    # (Streamed images stay on disk: LazyImages.to only says where decoded slices go.)
     names = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
     data = dataclasses.replace(data, **{n: getattr(data, n).to(device) for n in names if getattr(data, n) is not None})
     if model is None:
@@ -144,9 +152,14 @@ def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedMo
     if cfg["train"]["batch_size"] < world:
         raise UserError(f"train.batch_size={cfg['train']['batch_size']} is the global batch, shared by {world} "
                         f"processes: make it at least {world}")
-    loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
-                          transform=batch_transform, seed=cfg["seed"], rank=rank, world_size=world)
-    return Prepared(cfg, device, data, model, loader, amp, compile)
+    if stream:
+        loader = StreamLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], device, shuffle=True,
+                              transform=batch_transform, seed=cfg["seed"], workers=data.train_x.workers,
+                              prefetch=data.train_x.prefetch, rank=rank, world_size=world)
+    else:
+        loader = TensorLoader(data.train_x, data.train_y, cfg["train"]["batch_size"], shuffle=True,
+                              transform=batch_transform, seed=cfg["seed"], rank=rank, world_size=world)
+    return Prepared(cfg, device, data, model, loader, amp, compile, dataclasses.asdict(path), augment)
 
 
 def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dict]:
@@ -163,7 +176,12 @@ def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dic
     batch = p.cfg["train"]["eval_batch_size"]
     idx = stratified_subset(p.data.train_y, p.cfg["train"]["train_eval_size"], p.cfg["seed"])
     whole = len(idx) == len(p.data.train_y)  # a small training split is measured whole, not copied
-    train_x, train_y = (p.data.train_x, p.data.train_y) if whole else (p.data.train_x[idx], p.data.train_y[idx])
+    if whole:
+        train_x, train_y = p.data.train_x, p.data.train_y
+    elif isinstance(p.data.train_x, LazyImages):  # a streamed split stays on disk
+        train_x, train_y = p.data.train_x.subset(idx), p.data.train_y[idx]
+    else:
+        train_x, train_y = p.data.train_x[idx], p.data.train_y[idx]
 
     def evaluate_train_and_val(model: nn.Module) -> dict:
         m = run_evaluate(model, train_x, train_y, p.data.num_classes, batch)
@@ -200,7 +218,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             say = _silent  # noqa: F811 (one console: rank 0's)
     t_start = time.perf_counter()
     # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
-    p = prepare(cfg, say, model=model, data=data if data is not None else load_data(cfg, pixels=True), data_parallel=dp)
+    # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
+    p = prepare(cfg, say, model=model, data=data, data_parallel=dp, pixels=True)
     cfg, model, data = p.cfg, p.model, p.data
     if dp is not None:
         if cfg["model"]["sync_bn"] == "on":
@@ -229,7 +248,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(MetricsLogger(out, tc["log_every"]))
         if tc["progress"]:
             cbs.append(ProgressBar())
-        cbs.append(Checkpointer(out, meta))
+        cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
         out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
         dump_config(cfg, out / "config.yaml")
     reset_peak_memory(p.device)
@@ -248,15 +267,16 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         trainer.load_state_dict(ckpt)
         if writer:
             truncate_metrics(out / "metrics.jsonl", trainer.state.step)
-        say(f"resuming {out} after epoch {trainer.state.epoch} (step {trainer.state.step})")
+        say(f"resuming {out} at step {trainer.state.step} (epoch {trainer.state.epoch + 1}"
+            f"{', mid-epoch' if trainer.state.running is not None else ''})")
     else:
         say(f"training {cfg['model']['name']} ({count_params(model):,} parameters) on {cfg['data']['name']} "
             f"({len(data.train_y)} train / {len(data.val_y)} val images) on {p.device}; run directory {out}")
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
-            f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
+        say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the last saved step "
+            f"(epoch ends, and every train.checkpoint_every steps). Continue with: trainlab train --resume {out}")
         raise
     summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report, dp)
     return summary
@@ -303,7 +323,7 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
         "train_images_per_second": (sum(h["images_per_second"] for h in history) / len(history)) if history else None,
         "device": str(p.device), "seed": cfg["seed"], "torch_version": torch.__version__,
         "python_version": platform.python_version(), "trainlab_version": __version__,
-        "stop_reason": state.stop_reason, "num_classes": data.num_classes, "classes": list(data.classes),
+        "stop_reason": state.stop_reason, "data_stream": p.data_path, "num_classes": data.num_classes, "classes": list(data.classes),
         "amp": {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[trainer.amp], "compile": p.compile,
         **peak_memory(p.device),
         "world_size": 1 if dp is None else dp.world_size, "backend": None if dp is None else dp.backend,

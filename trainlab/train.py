@@ -58,6 +58,9 @@ class TrainerState:
     step: int = 0  # updates done
     stop_reason: str | None = None
     history: list = field(default_factory=list)  # one dict per finished epoch
+    # (images seen, loss sum, correct sum) of the epoch under way: a checkpoint taken mid-epoch
+    # carries them, so the resumed epoch's record is the one the uninterrupted run would write.
+    running: tuple | None = None
 
 
 class Trainer:
@@ -161,7 +164,8 @@ class Trainer:
         while s.epoch < self.epochs and s.stop_reason is None:
             self.model.train()
             self.loader.set_epoch(s.epoch)
-            t0, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0
+            t0 = time.perf_counter()
+            seen, loss_sum, correct_sum = s.running or (0, 0.0, 0)
             for x, y in self.loader:
                 if x.device.type == "cpu" and self.device.type != "cpu":  # a host loader: pinned batches copy while the GPU works
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -173,13 +177,14 @@ class Trainer:
                 s.step += 1
                 seen += n
                 loss_sum, correct_sum = loss_sum + loss * n, correct_sum + correct
+                s.running = (seen, loss_sum, correct_sum)
                 self.emit("step_end", StepInfo(s.step, s.epoch, loss, correct, n, lr))
                 if s.stop_reason or (self.max_steps and s.step >= self.max_steps):
                     break
             seconds = time.perf_counter() - t0
             if s.stop_reason is not None:
                 break  # a half-finished epoch is not evaluated or checkpointed
-            s.epoch += 1
+            s.epoch, s.running = s.epoch + 1, None
             running_loss, running_acc = float(loss_sum) / max(seen, 1), float(correct_sum) / max(seen, 1)
             record = {"epoch": s.epoch, "step": s.step, "train_loss_running": running_loss,
                       "train_acc_running": running_acc, "lr": self.optimizer.param_groups[0]["lr"],
@@ -206,6 +211,9 @@ class Trainer:
             "epoch": self.state.epoch,
             "step": self.state.step,
             "history": self.state.history,
+            "running": self.state.running,
+            # where the loader is inside the epoch (None for loaders that cannot resume mid-epoch)
+            "loader": self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
@@ -220,6 +228,9 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state.epoch, self.state.step = ckpt["epoch"], ckpt["step"]
         self.state.history = list(ckpt["history"])
+        self.state.running = ckpt.get("running")
+        if ckpt.get("loader") is not None and hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(ckpt["loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if ckpt["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])

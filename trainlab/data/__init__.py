@@ -113,34 +113,70 @@ def load_data_cached(cfg: dict, cache: dict, max_entries: int | None = None) -> 
     return cache[key]
 
 
+@dataclass
+class Selection:
+    """Which samples of a data set's official training split a run uses, found from the labels
+    alone: ``train``/``val`` index it, ``train_y``/``val_y`` are their labels after
+    ``data.classes`` relabelling, and ``test_keep``/``test_y`` do the same for the test split."""
+
+    train: Tensor
+    train_y: Tensor
+    val: Tensor
+    val_y: Tensor
+    test_keep: Tensor | None
+    test_y: Tensor | None
+    classes: list[str]
+
+
+def select_samples(train_y: Tensor, test_y: Tensor | None, classes: list[str], cfg: dict) -> Selection:
+    """Apply, in order: data.classes, data.per_class, data.subset, then the seeded, stratified
+    validation split of data.val_fraction (0: empty validation). Only labels are read, so the
+    streaming path selects exactly the samples the in-memory one does without decoding any."""
+    data = _data_config(cfg)
+    seed = int(cfg.get("seed", 0))
+    idx, y = torch.arange(len(train_y)), train_y
+    test_keep = None
+    if data.get("classes") is not None:
+        keep = _class_indices(data["classes"], classes)
+        new_label = torch.full((len(classes),), -1, dtype=torch.int64)
+        new_label[torch.tensor(keep)] = torch.arange(len(keep))
+        mapped = new_label[y]
+        idx, y = idx[mapped >= 0], mapped[mapped >= 0]
+        if test_y is not None:
+            mapped = new_label[test_y]
+            test_keep, test_y = torch.nonzero(mapped >= 0).flatten(), mapped[mapped >= 0]
+        classes = [classes[i] for i in keep]
+    if data.get("per_class") is not None:
+        sub = per_class_subset(y, int(data["per_class"]), seed)
+        idx, y = idx[sub], y[sub]
+    if data.get("subset") is not None:
+        sub = stratified_subset(y, int(data["subset"]), seed)
+        idx, y = idx[sub], y[sub]
+    keep, val = stratified_split(y, float(data["val_fraction"]), seed)
+    if len(keep) == 0:
+        raise UserError(f"data set {data['name']!r} has no training images left after data.classes / per_class / subset")
+    return Selection(idx[keep], y[keep], idx[val], y[val], test_keep, test_y, classes)
+
+
 def load_data(cfg: dict, pixels: bool = False) -> DataBundle:
-    """Load cfg["data"]["name"] and apply, in order: data.classes, data.per_class, data.subset,
-    then the seeded, stratified validation split of data.val_fraction (0: empty validation).
+    """Load cfg["data"]["name"] into memory and select its samples (:func:`select_samples`).
 
     ``pixels=True`` keeps images stored as bytes (IDX, CIFAR) as uint8 tensors, for callers that
     convert each batch (:func:`trainlab.preprocessing.to_unit_float`; trainlab's models do it
     themselves): 55 MB for all of MNIST instead of 220 MB. Otherwise every image is float32 in [0, 1].
     """
     data = _data_config(cfg)
-    seed = int(cfg.get("seed", 0))
     load = DATASETS.get(data["name"])
     path = Path(data["path"]).expanduser() if data.get("path") else None
     raw = load(data_root(data), path, bool(data["download"]), int(data["image_size"]))
-    if data.get("classes") is not None:
-        raw = select_classes(raw, data["classes"])
-    x, y = raw.train_x, raw.train_y
-    if data.get("per_class") is not None:
-        idx = per_class_subset(y, int(data["per_class"]), seed)
-        x, y = x[idx], y[idx]
-    if data.get("subset") is not None:
-        idx = stratified_subset(y, int(data["subset"]), seed)
-        x, y = x[idx], y[idx]
-    keep, val = stratified_split(y, float(data["val_fraction"]), seed)
-    if len(keep) == 0:
-        raise UserError(f"data set {data['name']!r} has no training images left after data.classes / per_class / subset")
+    s = select_samples(raw.train_y, raw.test_y, raw.classes, cfg)
+    x, test_x = raw.train_x, raw.test_x
+    if s.test_keep is not None:
+        test_x = test_x[s.test_keep]
+    test_y = s.test_y if s.test_y is not None else raw.test_y
     images = (lambda t: t) if pixels else (lambda t: None if t is None else to_unit_float(t))
-    return DataBundle(data["name"], images(x[keep]), y[keep], images(x[val]), y[val], images(raw.test_x), raw.test_y,
-                      raw.classes)
+    return DataBundle(data["name"], images(x[s.train]), s.train_y, images(x[s.val]), s.val_y, images(test_x), test_y,
+                      s.classes)
 
 
 def _describe_public(name: str, folder: Path, download: bool) -> dict:
@@ -161,6 +197,8 @@ def describe_datasets(cfg_data: dict) -> list[dict]:
 
     data.path, when set, applies to the selected data set (data.name) only.
     """
+    from trainlab.data.stream import stream_note
+
     root = data_root(cfg_data)
     rows = []
     for name in DATASETS:
@@ -178,8 +216,12 @@ def describe_datasets(cfg_data: dict) -> list[dict]:
             present = folder.is_file() or folder.with_suffix(".npz").is_file() or any(folder.glob("*.npz"))
             rows.append(dict(name=name, folder=str(folder), present=present,
                              note="an .npz with arrays x, y (optionally x_test, y_test, classes); set data.path"))
+        elif name == "npy":
+            rows.append(dict(name=name, folder=str(folder), present=(folder / "x.npy").is_file(),
+                             note="a folder with x.npy and y.npy (optionally x_test.npy, y_test.npy, classes.npy); set data.path"))
         else:  # registered elsewhere: nothing to inspect
             rows.append(dict(name=name, folder=str(folder), present=folder.exists(), note=""))
+        rows[-1]["stream"] = stream_note(name)
     return rows
 
 

@@ -462,7 +462,7 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
+def read_image(path: Path, size: int) -> np.ndarray:
     """One image as uint8 (size, size) if greyscale or (size, size, 3) if colour.
 
     ``ImageOps.fit`` centre-crops to a square before resizing, so objects keep their aspect
@@ -480,20 +480,55 @@ def _read_image(path: Path, size: int) -> np.ndarray:
         raise UserError(f"cannot read the image {path} ({e}); delete or replace it") from None
 
 
-def _read_split(folder: Path, classes: list[str], size: int) -> tuple[list[np.ndarray], list[int]]:
-    """All images under ``folder/<class>/`` for the given class names, with their label indices."""
-    images, labels = [], []
+def _split_files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Every image file under ``folder/<class>/`` for the given class names, with its label index."""
+    files, labels = [], []
     for c, name in enumerate(classes):
         class_dir = folder / name
-        if not class_dir.is_dir():
-            continue
-        for f in _image_files(class_dir):
-            images.append(_read_image(f, size))
-            labels.append(c)
-    return images, labels
+        if class_dir.is_dir():
+            found = _image_files(class_dir)
+            files += found
+            labels += [c] * len(found)
+    return files, labels
 
 
-def _stack_images(images: list[np.ndarray], grey: bool) -> Tensor:
+@dataclass
+class FolderLayout:
+    """The files of a folder data set, before any is decoded: what both the in-memory loader
+    and the streaming source read."""
+
+    train_files: list[Path]
+    train_labels: list[int]
+    test_files: list[Path]
+    test_labels: list[int]
+    classes: list[str]
+
+
+def folder_layout(root: Path, path: Path | None) -> FolderLayout:
+    """One sub-folder per class, or ``train/`` and ``test/`` each laid out so; checked for
+    missing or empty class folders."""
+    folder = _dataset_folder(root, path, "folder")
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder}/ does not exist: set data.path to a folder with one sub-folder of images per class")
+    train_dir = folder / "train" if (folder / "train").is_dir() else folder
+    test_dir = folder / "test" if train_dir != folder and (folder / "test").is_dir() else None
+    classes = [d.name for d in _class_dirs(train_dir)]
+    if not classes:
+        raise UserError(f"{train_dir}/ has no sub-folders: put each class's images in its own sub-folder (e.g. {train_dir}/cat/, {train_dir}/dog/)")
+    train_files, train_labels = _split_files(train_dir, classes)
+    empty = [name for c, name in enumerate(classes) if c not in set(train_labels)]
+    if empty:
+        raise UserError(f"class folders with no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {train_dir}/: {', '.join(empty)}")
+    test_files, test_labels = [], []
+    if test_dir is not None:
+        unknown = [d.name for d in _class_dirs(test_dir) if d.name not in classes]
+        if unknown:
+            raise UserError(f"{test_dir}/ has classes that {train_dir}/ lacks: {', '.join(unknown)}")
+        test_files, test_labels = _split_files(test_dir, classes)
+    return FolderLayout(train_files, train_labels, test_files, test_labels, classes)
+
+
+def stack_images(images: list[np.ndarray], grey: bool) -> Tensor:
     """(N, C, H, W) float tensor; greyscale images are repeated to 3 channels in a colour set."""
     if grey:
         return _to_unit_float(np.stack(images)[:, None])
@@ -508,29 +543,14 @@ def load_folder(root: Path, path: Path | None, download: bool, image_size: int) 
     Images (png, jpg, jpeg, bmp, gif, webp) are centre-cropped and resized to ``image_size``
     squared; the set is greyscale (1 channel) if every image is, else RGB.
     """
-    folder = _dataset_folder(root, path, "folder")
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder}/ does not exist: set data.path to a folder with one sub-folder of images per class")
-    train_dir = folder / "train" if (folder / "train").is_dir() else folder
-    test_dir = folder / "test" if train_dir != folder and (folder / "test").is_dir() else None
-    classes = [d.name for d in _class_dirs(train_dir)]
-    if not classes:
-        raise UserError(f"{train_dir}/ has no sub-folders: put each class's images in its own sub-folder (e.g. {train_dir}/cat/, {train_dir}/dog/)")
-    train_images, train_labels = _read_split(train_dir, classes, image_size)
-    empty = [name for c, name in enumerate(classes) if c not in set(train_labels)]
-    if empty:
-        raise UserError(f"class folders with no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {train_dir}/: {', '.join(empty)}")
-    test_images, test_labels = [], []
-    if test_dir is not None:
-        unknown = [d.name for d in _class_dirs(test_dir) if d.name not in classes]
-        if unknown:
-            raise UserError(f"{test_dir}/ has classes that {train_dir}/ lacks: {', '.join(unknown)}")
-        test_images, test_labels = _read_split(test_dir, classes, image_size)
+    layout = folder_layout(root, path)
+    train_images = [read_image(f, image_size) for f in layout.train_files]
+    test_images = [read_image(f, image_size) for f in layout.test_files]
     grey = all(im.ndim == 2 for im in train_images + test_images)
-    train_x = _stack_images(train_images, grey)
-    test_x = _stack_images(test_images, grey) if test_images else None
-    test_y = torch.tensor(test_labels, dtype=torch.int64) if test_images else None
-    return RawData(train_x, torch.tensor(train_labels, dtype=torch.int64), test_x, test_y, classes)
+    train_x = stack_images(train_images, grey)
+    test_x = stack_images(test_images, grey) if test_images else None
+    test_y = torch.tensor(layout.test_labels, dtype=torch.int64) if test_images else None
+    return RawData(train_x, torch.tensor(layout.train_labels, dtype=torch.int64), test_x, test_y, layout.classes)
 
 
 # --- arrays in an .npz file ------------------------------------------------------------------
@@ -551,7 +571,7 @@ def _npz_file(root: Path, path: Path | None) -> Path:
     return target
 
 
-def _npz_images(x: np.ndarray, source: str) -> Tensor:
+def npz_images(x: np.ndarray, source: str) -> Tensor:
     """x as float32: (N, D) features, or images given as (N, H, W), (N, H, W, C) or (N, C, H, W).
 
     A 4-d array is channels-last when its last axis looks like channels (1, 3 or 4) and its
@@ -572,7 +592,7 @@ def _npz_images(x: np.ndarray, source: str) -> Tensor:
     raise UserError(f"{source}: x must be uint8 pixels, integers in 0..255 or floats, got {x.dtype}")
 
 
-def _npz_labels(y_train: np.ndarray, y_test: np.ndarray | None, names: np.ndarray | None, source: str) -> tuple[Tensor, Tensor | None, list[str]]:
+def npz_labels(y_train: np.ndarray, y_test: np.ndarray | None, names: np.ndarray | None, source: str) -> tuple[Tensor, Tensor | None, list[str]]:
     """Labels → indices 0..K-1 and class names.
 
     Integer labels index the ``classes`` array when the file has one; otherwise the distinct
@@ -615,6 +635,54 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
         raise UserError(f"{source}: x and y (and x_test and y_test) must have the same number of samples")
     if x_test is not None and x_test.shape[1:] != x.shape[1:]:
         raise UserError(f"{source}: x_test samples have shape {x_test.shape[1:]}, x samples {x.shape[1:]}")
-    train_y, test_y, classes = _npz_labels(y, y_test, arrays.get("classes"), source)
-    test_x = _npz_images(x_test, source) if x_test is not None else None
-    return RawData(_npz_images(x, source), train_y, test_x, test_y, classes)
+    train_y, test_y, classes = npz_labels(y, y_test, arrays.get("classes"), source)
+    test_x = npz_images(x_test, source) if x_test is not None else None
+    return RawData(npz_images(x, source), train_y, test_x, test_y, classes)
+
+
+# --- a directory of .npy arrays --------------------------------------------------------------
+
+
+def npy_files(root: Path, path: Path | None) -> dict[str, Path]:
+    """The arrays of an ``npy`` data set: ``x.npy`` and ``y.npy`` (required), ``x_test.npy``,
+    ``y_test.npy`` and ``classes.npy`` (optional), in data.path or ``<root>/npy``."""
+    folder = _dataset_folder(root, path, "npy")
+    if not (folder / "x.npy").is_file() or not (folder / "y.npy").is_file():
+        raise UserError(f"{folder}/ needs x.npy (images or features) and y.npy (labels); optionally x_test.npy, "
+                        "y_test.npy and classes.npy. Set data.path to such a folder.")
+    if (folder / "x_test.npy").is_file() != (folder / "y_test.npy").is_file():
+        raise UserError(f"{folder}/: x_test.npy and y_test.npy must come together")
+    names = ("x", "y", "x_test", "y_test", "classes")
+    return {n: folder / f"{n}.npy" for n in names if (folder / f"{n}.npy").is_file()}
+
+
+def open_npy(file: Path, mmap: bool) -> np.ndarray:
+    """One .npy array, memory-mapped (read from disk on access) or read whole; never unpickled."""
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"cannot read {file} as a .npy array ({e}); write it with numpy.save") from None
+
+
+def npy_arrays(root: Path, path: Path | None, mmap: bool) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of an ``npy`` directory, checked to agree in length and sample shape."""
+    files = npy_files(root, path)
+    arrays = {n: open_npy(f, mmap) for n, f in files.items()}
+    source = str(files["x"].parent)
+    for x, y in (("x", "y"), ("x_test", "y_test")):
+        if x in arrays and len(arrays[x]) != len(arrays[y]):
+            raise UserError(f"{source}: {x}.npy has {len(arrays[x])} samples but {y}.npy has {len(arrays[y])}")
+    if "x_test" in arrays and arrays["x_test"].shape[1:] != arrays["x"].shape[1:]:
+        raise UserError(f"{source}: x_test samples have shape {arrays['x_test'].shape[1:]}, x samples {arrays['x'].shape[1:]}")
+    return arrays, source
+
+
+@DATASETS.register("npy")
+def load_npy(root: Path, path: Path | None, download: bool, image_size: int) -> RawData:
+    """Arrays in a folder of .npy files (x, y, optional x_test, y_test, classes), read whole;
+    the same folder streams from disk with data.stream (arrays memory-mapped)."""
+    arrays, source = npy_arrays(root, path, mmap=False)
+    y_test = arrays["y_test"].reshape(-1) if "y_test" in arrays else None
+    train_y, test_y, classes = npz_labels(arrays["y"].reshape(-1), y_test, arrays.get("classes"), source)
+    test_x = npz_images(arrays["x_test"], source) if "x_test" in arrays else None
+    return RawData(npz_images(arrays["x"], source), train_y, test_x, test_y, classes)
