@@ -195,11 +195,18 @@ class Checkpointer(Callback):
     def __init__(self, run_dir: Path, meta: dict):
         self.dir = Path(run_dir) / "checkpoints"
         self.meta, self.best = meta, (-math.inf, -math.inf)
+        self.saved = {"epoch": 0, "step": 0}  # where the last.pt on disk stands (for the interrupt message)
+
+    def save_last(self, trainer: Trainer) -> None:
+        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+        self.saved = {"epoch": trainer.state.epoch, "step": trainer.state.step}
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "last.pt").exists():  # a good state to fall back on if epoch 1 diverges
-            save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+            self.save_last(trainer)
+        else:  # resumed from it
+            self.saved = {"epoch": trainer.state.epoch, "step": trainer.state.step}
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
         # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.
@@ -208,7 +215,7 @@ class Checkpointer(Callback):
             self.best = score
             save_checkpoint({**self.meta, "model": trainer.model.state_dict(), "epoch": epoch["epoch"],
                              "step": epoch["step"], "metrics": epoch}, self.dir / "best.pt")
-        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+        self.save_last(trainer)
 
     def state_dict(self) -> dict:
         return {"best": list(self.best)}

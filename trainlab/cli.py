@@ -7,8 +7,9 @@
     trainlab data                                   # which data sets are where
     trainlab config-keys                            # every configuration key
 
-Exit codes (SPEC §8): 0 success; 2 bad input, with a one-paragraph message and no traceback;
-1 anything else (including a run stopped because its loss diverged).
+Exit codes (SPEC §8, §9): 0 success; 2 bad input, with a one-paragraph message and no traceback;
+130 interrupted by Ctrl-C (SIGINT; the run is resumable); 1 anything else (including a run stopped
+because its loss diverged).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from trainlab.errors import UserError
+from trainlab.errors import UserError, short_text
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -54,33 +55,35 @@ def cmd_train(args) -> int:
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else default_out_dir(cfg)
-    summary = train_run(cfg, out, resume=bool(args.resume))
+    summary = train_run(cfg, out, resume=bool(args.resume), force=args.force)
     stop = summary.get("stop_reason") or ""
     return 1 if stop.startswith("diverged") else 0
 
 
 def cmd_evaluate(args) -> int:
-    from trainlab.checkpoint import load_checkpoint
-    from trainlab.classifier import load_classifier
+    from trainlab.checkpoint import load_checkpoint, require_trainlab_checkpoint
+    from trainlab.classifier import check_same_data, load_classifier
     from trainlab.config import flatten, parse_overrides, validate
     from trainlab.data import load_data
     from trainlab.device import resolve_device
     from trainlab.evaluate import evaluate
-    from trainlab.io import write_json
+    from trainlab.io import ensure_writable_dir, write_json
     from trainlab.report import plot_confusion
 
     src = Path(args.run)
-    path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src
-    ckpt = load_checkpoint(path)
+    path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() else src
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    ensure_writable_dir(out, "--out")
+    ckpt = require_trainlab_checkpoint(load_checkpoint(path), path)
     cfg = validate({**flatten(ckpt["config"]), **parse_overrides(args.overrides)})
     device = resolve_device(cfg["device"])
-    model = load_classifier(ckpt, device)
+    model = load_classifier(ckpt, device, str(path))
     data = load_data(cfg)
+    check_same_data(ckpt, data, str(path))
     if data.test_y is None or len(data.test_y) == 0:
         raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
     m = evaluate(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,
                  cfg["train"]["eval_batch_size"], tta=args.tta)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(path), "tta": args.tta, "test_loss": m["loss"], "test_acc": m["acc"],
               "test_top5": m["top5"], "per_class_acc": m["per_class_acc"], "confusion": m["confusion"],
@@ -130,12 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/<data>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--force", action="store_true",
+                   help="write the run into a non-empty --out folder that is not a trainlab run (other files are kept)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics of a run's checkpoint")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=DIR")
-    p.add_argument("--checkpoint", default="best", help="best or last (for a run directory)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="best or last (for a run directory)")
     p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation")
     p.add_argument("--out", help="where evaluation.json goes (default: the run directory)")
     p.set_defaults(func=cmd_evaluate)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        print(f"trainlab: error: {e}", file=sys.stderr)
+        print(f"trainlab: error: {short_text(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("trainlab: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from trainlab.callbacks import (
     MetricsLogger,
     ProgressBar,
 )
-from trainlab.checkpoint import load_checkpoint
+from trainlab.checkpoint import RESUME_KEYS, load_checkpoint, require_trainlab_checkpoint
 from trainlab.classifier import (
     PreprocessedModel,
     build_classifier,
@@ -41,13 +42,23 @@ from trainlab.classifier import (
 from trainlab.config import dump_config
 from trainlab.device import resolve_device
 from trainlab.errors import UserError
-from trainlab.io import read_jsonl, write_json
+from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
+from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files
 from trainlab.train import Callback, Trainer
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """A run directory holds one run: refuse to overwrite a finished or interrupted one (checked
-    before any work; the directory itself is made once data and model are ready)."""
+def prepare_run_dir(out: Path, resume: bool, force: bool = False) -> None:
+    """A run directory holds one run: refuse to overwrite a finished or interrupted one, or to mix
+    a new run into a folder of other files (checked before any work; the directory itself is
+    made once data and model are ready).
+
+    A folder *is a trainlab run* when it has ``checkpoints/last.pt`` (resumable) or
+    ``summary.json`` (finished). A new run goes into a folder that does not exist or is empty;
+    ``force`` lets it go into a non-empty folder that is not a run, where it replaces only
+    trainlab's own files (config.yaml, metrics.jsonl, ...) and leaves every other file alone.
+    """
+    ensure_writable_dir(out, "run directory")
+    remove_stale_temp_files(out)
     if resume:
         if not (out / "checkpoints" / "last.pt").is_file():
             raise UserError(f"cannot resume {str(out)!r}: it has no checkpoints/last.pt")
@@ -55,14 +66,24 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
     if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out}, "
                         "or choose another --out directory")
+    if out.is_dir() and not force:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            raise UserError(f"{str(out)!r} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}) "
+                            "and is not a trainlab run (no checkpoints/last.pt or summary.json); choose a new or empty "
+                            "--out directory, or add --force to write the run there (trainlab's own files such as "
+                            "config.yaml and metrics.jsonl are replaced, other files are left alone)")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop what was logged after the checkpoint so no step appears twice."""
+    """On resume, drop what was logged after the checkpoint so no step appears twice (and a torn
+    last line, see :func:`~trainlab.io.read_jsonl`). Written atomically: a kill here loses nothing."""
     if not path.exists():
         return
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
 
 
 def full_batch_overrides(cfg: dict, n_train: int, say: Callable[[str], None]) -> dict:
@@ -142,19 +163,28 @@ def make_evaluator(p: Prepared) -> Callable[[nn.Module], dict]:
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
-              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True) -> dict:
+              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
+              force: bool = False) -> dict:
     """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
 
     ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
-    can make them later from the files)."""
+    can make them later from the files). ``resume`` continues ``out/checkpoints/last.pt``, whose
+    config ``cfg`` must match but for the keys of :data:`~trainlab.resume.SAFE_ON_RESUME`.
+    ``force``: see :func:`prepare_run_dir`."""
     from trainlab.optim import build_optimizer, is_full_batch
     from trainlab.schedules import build_scheduler
 
     out = Path(out)
-    prepare_run_dir(out, resume)
+    prepare_run_dir(out, resume, force)
     t_start = time.perf_counter()
+    ckpt = None
+    if resume:  # checked before data is loaded; L-BFGS's full-batch settings are compared again below
+        ckpt = require_trainlab_checkpoint(load_checkpoint(out / "checkpoints" / "last.pt"),
+                                           out / "checkpoints" / "last.pt", RESUME_KEYS)
+        check_resume_config(ckpt["config"], full_batch_overrides(cfg, ckpt["config"]["train"]["batch_size"], lambda m: None), out)
     p = prepare(cfg, say, model=model, data=data)
     cfg, model, data = p.cfg, p.model, p.data
+    changes = check_resume_config(ckpt["config"], cfg, out) if resume else {}
     optimizer = build_optimizer(model, cfg, lr_multipliers)
     scheduler = build_scheduler(optimizer, cfg, len(p.loader))
     tc = cfg["train"]
@@ -178,15 +208,20 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(ProgressBar())
     cbs.append(Checkpointer(out, meta))
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
+    if not resume:  # a new run's record starts empty (--force into a folder that had one)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     dump_config(cfg, out / "config.yaml")
     amp = tc["amp"] == "on" or (tc["amp"] == "auto" and p.device.type == "cuda")
     trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p), tc["epochs"],
                       penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
                       amp=amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg))
     if resume:
-        ckpt = load_checkpoint(out / "checkpoints" / "last.pt", map_location=p.device)
         trainer.load_state_dict(ckpt)
+        del ckpt
         truncate_metrics(out / "metrics.jsonl", trainer.state.step)
+        if changes:
+            append_jsonl(out / "metrics.jsonl", change_event(changes, trainer.state.epoch, trainer.state.step))
+            say("applied on resume: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
         say(f"resuming {out} after epoch {trainer.state.epoch} (step {trainer.state.step})")
     else:
         say(f"training {cfg['model']['name']} ({count_params(model):,} parameters) on {cfg['data']['name']} "
@@ -194,8 +229,9 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     try:
         trainer.fit()
     except KeyboardInterrupt:
+        saved = trainer.callback(Checkpointer).saved  # what last.pt holds, not where the loop was
         say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state after epoch "
-            f"{trainer.state.epoch}. Continue with: trainlab train --resume {out}")
+            f"{saved['epoch']} (step {saved['step']}). Continue with: trainlab train --resume {out}")
         raise
     summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report)
     return summary

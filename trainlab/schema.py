@@ -41,7 +41,7 @@ FRACTION = dict(low=0.0, high=1.0, high_open=True)
 
 SCHEMA: dict[str, Key] = {
     # --- run -----------------------------------------------------------------------------
-    "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", **NONNEG),
+    "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", low=0, high=2**32 - 1),
     "device": _k("auto", "str", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
     # --- data (SPEC §1) ------------------------------------------------------------------
     "data.name": _k("digits", "str", "data set", choices="datasets"),
@@ -74,8 +74,8 @@ SCHEMA: dict[str, Key] = {
     "augment.tta": _k("none", "str", "test-time augmentation: none, flip, crops (fixed crops and flips averaged)", choices=("none", "flip", "crops")),
     # --- model (SPEC §2) -----------------------------------------------------------------
     "model.name": _k("mlp", "str", "architecture", choices="models"),
-    "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, nullable=True),
-    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)", low=1, nullable=True),
+    "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, high=1000, nullable=True),
+    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)", low=1, high=65536, nullable=True),
     "model.activation": _k("relu", "str", "activation function", choices="activations"),
     "model.leaky_slope": _k(0.01, "float", "leaky_relu: slope for x < 0", **NONNEG),
     "model.elu_alpha": _k(1.0, "float", "elu: alpha", **POS),

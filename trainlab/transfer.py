@@ -153,10 +153,11 @@ def model_from_state_dict(state: dict, cfg: dict, data, path: str, say: Callable
 def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print) -> tuple[dict, dict]:
     """(checkpoint or state dict, cfg to train with): for a trainlab checkpoint the config's
     architecture and preprocessing are replaced by the source's."""
-    from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint
+    from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, require_trainlab_checkpoint
 
     ckpt = load_checkpoint(path)
     if is_trainlab_checkpoint(ckpt):
+        require_trainlab_checkpoint(ckpt, path)
         return ckpt, adopt_source_architecture(cfg, ckpt["config"], say)
     return unwrap_state_dict(ckpt, str(path)), cfg
 
@@ -176,7 +177,7 @@ def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], No
         raise UserError(f"the source {path!r} was trained on images of shape {tuple(ckpt['input_shape'])} but "
                         f"{cfg['data']['name']} has shape {tuple(data.input_shape)}; transfer needs the same input "
                         "shape (for folder data sets set data.image_size)")
-    return Source(load_classifier(ckpt), {"checkpoint": path, "kind": "trainlab checkpoint",
+    return Source(load_classifier(ckpt, source=path), {"checkpoint": path, "kind": "trainlab checkpoint",
                                           "dataset": ckpt["config"]["data"]["name"], "classes": list(ckpt["classes"]),
                                           "num_classes": ckpt["num_classes"], "model": ckpt["config"]["model"]["name"],
                                           "data": ckpt["config"]["data"]})

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import sys
 import tarfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 
 from trainlab.data.download import download_file
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line
 from trainlab.registry import Registry
 
 DATASETS = Registry("data set")
@@ -229,7 +231,7 @@ def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
         raise _corrupt(path, "the header is cut short")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
     dtype = np.dtype(IDX_TYPES[data[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow
     if len(data) != expected:
         raise _corrupt(path, f"{len(data)} bytes, but its header {shape} needs {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
@@ -384,8 +386,10 @@ def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tu
     so a plain reshape gives channels-first images.
     """
     data, labels = batch.get("data"), batch.get(label_key)
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels is None:
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise _corrupt(Path(source), f"expected 'data' of shape (N, 3072) and '{label_key}'")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        raise _corrupt(Path(source), f"expected '{label_key}' to be a list of integer labels, found {type(labels).__name__}")
     if len(labels) != len(data):
         raise _corrupt(Path(source), f"{len(labels)} labels for {len(data)} images")
     return _to_unit_float(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)), _labels(labels, n_classes, source)
@@ -394,7 +398,12 @@ def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tu
 def _names(meta: dict, key: str, fallback: list[str]) -> list[str]:
     """Class names from a meta pickle (bytes in the official files), else ``fallback``."""
     names = meta.get(key)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names else fallback
+    if names is None or (isinstance(names, (list, tuple)) and not names):
+        return fallback
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"the CIFAR meta file's {key!r} must be a list of class names, found {type(names).__name__}; "
+                        "delete the data set's folder and download it again")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
 
 def public_present(name: str, folder: Path) -> bool:
@@ -595,8 +604,9 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
     try:
         with np.load(file, allow_pickle=False) as z:  # allow_pickle=False: an .npz cannot run code
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"cannot read {file} as an .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as e:
+        raise UserError(f"cannot read {file} as an .npz file ({first_line(e)}); is it complete? "
+                        "Write it again with numpy.savez") from None
     for key in ("x", "y"):
         if key not in arrays:
             raise UserError(f"{source} has no array {key!r} (found: {', '.join(arrays) or 'none'}); it needs x and y")
