@@ -75,7 +75,8 @@ SCHEMA: dict[str, Key] = {
     # --- model (SPEC §2) -----------------------------------------------------------------
     "model.name": _k("mlp", "str", "architecture", choices="models"),
     "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, high=1000, nullable=True),
-    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)", low=1, high=65536, nullable=True),
+    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)",
+                      low=1, high=65536, nullable=True),
     "model.activation": _k("relu", "str", "activation function", choices="activations"),
     "model.leaky_slope": _k(0.01, "float", "leaky_relu: slope for x < 0", **NONNEG),
     "model.elu_alpha": _k(1.0, "float", "elu: alpha", **POS),
