@@ -46,10 +46,12 @@ def options_from_args(args):
 
 
 def cmd_search(args) -> int:
+    from trainlab.io import ensure_writable_dir
     from trainlab.search.space import check_space, load_space
     from trainlab.search.stages import run_search
 
     cfg = config_from_args(args)
+    ensure_writable_dir(args.out, "--out")
     space = load_space(args.space)
     check_space(space, cfg, source=f"search space {args.space!r}")
     options = options_from_args(args)
@@ -59,9 +61,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from trainlab.io import ensure_writable_dir
     from trainlab.search.tune import TuneFailed, tune
 
     cfg = config_from_args(args)
+    ensure_writable_dir(args.out, "--out")
     try:
         tune(cfg, Path(args.out), space_path=args.space, budget=args.budget, workers=args.workers,
              storage=args.storage, study=args.study)
