@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from trainlab.data.download import download_file
-from trainlab.errors import UserError, first_line
+from trainlab.errors import UserError, first_line, short
 from trainlab.registry import Registry
 
 DATASETS = Registry("data set")
@@ -607,6 +607,9 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as e:
         raise UserError(f"cannot read {file} as an .npz file ({first_line(e)}); is it complete? "
                         "Write it again with numpy.savez") from None
+    not_arrays = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]  # np.load hands back raw bytes
+    if not_arrays:
+        raise UserError(f"{source}: {', '.join(map(short, not_arrays[:5]))} are not NumPy arrays; write the file with numpy.savez")
     for key in ("x", "y"):
         if key not in arrays:
             raise UserError(f"{source} has no array {key!r} (found: {', '.join(arrays) or 'none'}); it needs x and y")
