@@ -20,7 +20,6 @@ import yaml
 from trainlab.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.cli import main
 from trainlab.errors import UserError
-from trainlab.resume import SAFE_ON_RESUME, check_resume_config
 from trainlab.run import train_run
 from trainlab.train import Callback
 
@@ -96,6 +95,8 @@ def test_resume_applies_safe_keys_and_records_them(run_copy, capsys):
 
 
 def test_resume_guard_works_on_any_checkpoint_config(finished_run):
+    from trainlab.resume import SAFE_ON_RESUME, check_resume_config
+
     trained = load_checkpoint(finished_run / "checkpoints" / "last.pt")["config"]
     same = json.loads(json.dumps(trained))
     assert check_resume_config(trained, same, "x") == {}
