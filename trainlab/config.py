@@ -51,9 +51,9 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def _unknown_key(name: str) -> UserError:
+def _unknown_key(name: str, source: str = "") -> UserError:
     return UserError(
-        f"unknown config key {short(name)}{close_matches(name, SCHEMA)}. "
+        f"unknown config key {short(name)}{f' in {source}' if source else ''}{close_matches(name, SCHEMA)}. "
         "Run `trainlab config-keys` for the full list."
     )
 
@@ -204,6 +204,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise UserError(f"bad argument {short(item)}: overrides are written key=value, e.g. optim.lr=0.1")
         key, value = item.split("=", 1)
         key = key.strip()
+        if not key:
+            raise UserError(f"bad argument {short(item)}: no key before '='; overrides are written key=value, e.g. optim.lr=0.1")
         if key in out:
             warn(f"{key} is given twice on the command line; the last value ({short(value)}) is used")
         try:
@@ -267,6 +269,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     flat: dict[str, Any] = {}
     if path is not None:
         flat.update(flatten(read_yaml(path)))
+        unknown = next((k for k in flat if k not in SCHEMA), None)
+        if unknown is not None:
+            raise _unknown_key(unknown, f"config file {str(path)!r}")
     if isinstance(overrides, dict):
         flat.update(overrides)
     elif overrides:

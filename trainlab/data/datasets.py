@@ -615,6 +615,9 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
             raise UserError(f"{source} has no array {key!r} (found: {', '.join(arrays) or 'none'}); it needs x and y")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise UserError(f"{source}: x_test and y_test must come together")
+    for key in ("x", "y", "x_test", "y_test", "classes"):
+        if key in arrays and arrays[key].ndim == 0:
+            raise UserError(f"{source}: {key} is a single number, not an array of samples")
     x, y = arrays["x"], arrays["y"].reshape(-1)
     x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
     y_test = y_test.reshape(-1) if y_test is not None else None
