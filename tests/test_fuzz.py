@@ -238,10 +238,9 @@ def npz_file(draw) -> bytes:
                 arrays[key] = np.full(shape, "ab", dtype=dtype)
             else:
                 arrays[key] = (np.random.default_rng(1).normal(0, 100, shape)).astype(dtype)
-    if draw(st.booleans()):
-        arrays["x"] = arrays.get("x", np.zeros((40, 2))).astype(np.float32)
-        arrays["x"].flat[draw(st.integers(0, max(arrays["x"].size - 1, 0)))] = draw(
-            st.sampled_from([np.nan, np.inf, -np.inf, 1e30])) if arrays["x"].size else 0
+    if draw(st.booleans()) and np.asarray(arrays.get("x", 0)).size and arrays["x"].dtype.kind in "uifb":
+        arrays["x"] = arrays["x"].astype(np.float32)
+        arrays["x"].flat[draw(st.integers(0, arrays["x"].size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e30]))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return draw(mutated_bytes(buffer.getvalue()))
