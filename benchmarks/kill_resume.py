@@ -178,6 +178,7 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     """Worker a runs to the end; worker b is SIGKILLed ``kills`` times mid-search and restarted."""
     import optuna
 
+    work.mkdir(parents=True, exist_ok=True)
     space = work / "space.yaml"
     space.write_text(SPACE)
     study = f"kill-resume-{uuid.uuid4().hex[:8]}"
@@ -225,6 +226,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--postgres", default=os.environ.get("TRAINLAB_TEST_POSTGRES"), help="database URL")
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--skip-train", action="store_true", help="only the search part")
     ap.add_argument("--keep", help="keep the run directories here")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -232,45 +234,52 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     ok = True
     try:
-        print(f"reference run: {' '.join(run_args())}", flush=True)
-        wall = reference_run(work / "ref")
-        epochs = json.loads((work / "ref" / "summary.json").read_text())["epochs"]
-        window = wall / epochs  # about an epoch of training (start-up included) between start and kill
-        print(f"  {wall:.1f}s for {epochs} epochs (busy shared machine); kill window 0..{window:.1f}s after start")
-        t0 = time.perf_counter()
-        kinds = killed_run(work / "cut", args.kills, window, rng)
-        problems = compare_runs(work / "ref", work / "cut")
-        print(f"training: survived {len(kinds)} kills ({kinds.count('SIGKILL')} SIGKILL, {kinds.count('SIGINT')} "
-              f"SIGINT) in {time.perf_counter() - t0:.0f}s; final weights and metrics "
-              f"{'bit-identical' if not problems else 'DIFFER: ' + ', '.join(problems[:10])}")
-        ok &= not problems and len(kinds) == args.kills
-        if len(kinds) < args.kills:
-            print(f"  only {len(kinds)} of {args.kills} kills landed before the run finished")
+        ok &= args.skip_train or train_part(work, args.kills, rng)
         if not args.skip_search:
-            stop = None
-            url = args.postgres
-            if not url:
-                started_pg = start_postgres()
-                url, stop = started_pg if started_pg else (None, None)
-            if url is None:
-                print("search: skipped (no PostgreSQL: pass --postgres URL or install the postgresql package)")
-            else:
-                try:
-                    r = killed_search(url, work / "search", args.search_trials, args.search_kills, rng)
-                finally:
-                    if stop:
-                        stop()
-                good = (r["exit_codes"] == [0, 0] and r["complete"] == r["distinct_slots"] == r["trials"]
-                        and r["completed_trial_dirs"] == r["distinct_trial_dirs"])
-                print(f"search: {r['kills']} kills of worker b; {r['complete']} COMPLETE trials in {r['distinct_slots']} "
-                      f"distinct slots of {r['trials']} (FAIL by kill: {r['failed_by_kill']}); exit codes "
-                      f"{r['exit_codes']}: {'no trial lost or duplicated' if good else 'PROBLEM'}")
-                ok &= good
+            ok &= search_part(work, args, rng)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
+
+
+def train_part(work: Path, kills: int, rng: random.Random) -> bool:
+    print(f"reference run: {' '.join(run_args())}", flush=True)
+    wall = reference_run(work / "ref")
+    epochs = json.loads((work / "ref" / "summary.json").read_text())["epochs"]
+    window = wall / epochs  # about an epoch of training (start-up included) between start and kill
+    print(f"  {wall:.1f}s for {epochs} epochs (busy shared machine); kill window 0..{window:.1f}s after start")
+    t0 = time.perf_counter()
+    kinds = killed_run(work / "cut", kills, window, rng)
+    problems = compare_runs(work / "ref", work / "cut")
+    print(f"training: survived {len(kinds)} kills ({kinds.count('SIGKILL')} SIGKILL, {kinds.count('SIGINT')} "
+          f"SIGINT) in {time.perf_counter() - t0:.0f}s; final weights and metrics "
+          f"{'bit-identical' if not problems else 'DIFFER: ' + ', '.join(problems[:10])}")
+    if len(kinds) < kills:
+        print(f"  only {len(kinds)} of {kills} kills landed before the run finished")
+    return not problems and len(kinds) == kills
+
+
+def search_part(work: Path, args, rng: random.Random) -> bool:
+    url, stop = args.postgres, None
+    if not url:
+        started_pg = start_postgres()
+        url, stop = started_pg if started_pg else (None, None)
+    if url is None:
+        print("search: skipped (no PostgreSQL: pass --postgres URL or install the postgresql package)")
+        return True
+    try:
+        r = killed_search(url, work / "search", args.search_trials, args.search_kills, rng)
+    finally:
+        if stop:
+            stop()
+    good = (r["exit_codes"] == [0, 0] and r["complete"] == r["distinct_slots"] == r["trials"]
+            and r["completed_trial_dirs"] == r["distinct_trial_dirs"] == r["trials"])
+    print(f"search: {r['kills']} kills of worker b; {r['complete']} COMPLETE trials in {r['distinct_slots']} distinct "
+          f"slots of {r['trials']}, {r['completed_trial_dirs']} finished trial directories (FAIL by kill: "
+          f"{r['failed_by_kill']}); exit codes {r['exit_codes']}: {'no trial lost or duplicated' if good else 'PROBLEM'}")
+    return good
 
 
 if __name__ == "__main__":
