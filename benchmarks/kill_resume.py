@@ -208,7 +208,9 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-    storage = optuna.storages.RDBStorage(url)
+    from trainlab.search.study import with_installed_driver
+
+    storage = optuna.storages.RDBStorage(with_installed_driver(url))
     everything = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     finished = [t for t in everything if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("slot", -1) >= 0]
     slots = [t.user_attrs["slot"] for t in finished]
