@@ -192,8 +192,14 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     a, b, done = worker("a"), None, 0
     try:
         while done < kills and a.poll() is None:
+            before = set((work / "b" / "trials").glob("*"))
             b = worker("b")
-            time.sleep(rng.uniform(2, 8))
+            deadline = time.monotonic() + 300  # kill mid-trial: once b has made a new trial's run directory
+            while b.poll() is None and a.poll() is None and time.monotonic() < deadline:
+                if set((work / "b" / "trials").glob("*")) - before:
+                    break
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0, 2))
             if b.poll() is None:
                 b.kill()
                 done += 1

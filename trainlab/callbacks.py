@@ -198,8 +198,9 @@ class Checkpointer(Callback):
         self.saved = {"epoch": 0, "step": 0}  # where the last.pt on disk stands (for the interrupt message)
 
     def save_last(self, trainer: Trainer) -> None:
-        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
-        self.saved = {"epoch": trainer.state.epoch, "step": trainer.state.step}
+        state = trainer.state_dict()
+        save_checkpoint({**self.meta, **state}, self.dir / "last.pt")
+        self.saved = {"epoch": state.get("epoch"), "step": state.get("step")}
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
