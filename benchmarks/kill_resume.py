@@ -182,7 +182,7 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     space = work / "space.yaml"
     space.write_text(SPACE)
     study = f"kill-resume-{uuid.uuid4().hex[:8]}"
-    common = ["--space", space, "--trials", trials, "--epochs", "3", "--stages", "single", "--pruner", "none",
+    common = ["--space", space, "--trials", trials, "--epochs", "8", "--stages", "single", "--pruner", "none",
               "--storage", url, "--study", study, "--heartbeat", "1"]
 
     def worker(name):
@@ -230,7 +230,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="kills of the training run (default 20)")
     ap.add_argument("--search-kills", type=int, default=6, help="kills of search worker b (default 6)")
-    ap.add_argument("--search-trials", type=int, default=8)
+    ap.add_argument("--search-trials", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--postgres", default=os.environ.get("TRAINLAB_TEST_POSTGRES"), help="database URL")
     ap.add_argument("--skip-search", action="store_true")
@@ -282,7 +282,9 @@ def search_part(work: Path, args, rng: random.Random) -> bool:
     finally:
         if stop:
             stop()
-    good = (r["exit_codes"] == [0, 0] and r["complete"] == r["distinct_slots"] == r["trials"]
+    if r["kills"] < args.search_kills:
+        print(f"  only {r['kills']} of {args.search_kills} kills landed before worker a finished the study")
+    good = (r["kills"] == args.search_kills and r["exit_codes"] == [0, 0] and r["complete"] == r["distinct_slots"] == r["trials"]
             and r["completed_trial_dirs"] == r["distinct_trial_dirs"] == r["trials"])
     print(f"search: {r['kills']} kills of worker b; {r['complete']} COMPLETE trials in {r['distinct_slots']} distinct "
           f"slots of {r['trials']}, {r['completed_trial_dirs']} finished trial directories (FAIL by kill: "
