@@ -182,7 +182,7 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     space = work / "space.yaml"
     space.write_text(SPACE)
     study = f"kill-resume-{uuid.uuid4().hex[:8]}"
-    common = ["--space", space, "--trials", trials, "--epochs", "8", "--stages", "single", "--pruner", "none",
+    common = ["--space", space, "--trials", trials, "--epochs", "25", "--stages", "single", "--pruner", "none",
               "--storage", url, "--study", study, "--heartbeat", "1"]
 
     def worker(name):

@@ -359,6 +359,8 @@ def mutate_checkpoint(path: Path, mutation) -> None:
         ckpt[key] = value if not isinstance(value, np.ndarray) else value.tolist()
     elif op == "tensor":
         ckpt[key] = torch.zeros(3, 2)
+    elif isinstance(ckpt.get("config"), dict) and value is None:  # a whole section of the config gone
+        ckpt["config"].pop("train", None)
     elif isinstance(ckpt.get("config"), dict):  # a key of the config itself
         ckpt["config"]["model"] = {**ckpt["config"]["model"], "width": value if not isinstance(value, np.ndarray) else 3}
     torch.save(ckpt, path)

@@ -33,9 +33,17 @@ SAFE_ON_RESUME: dict[str, str] = {
 }
 
 
+def trained_config(ckpt_config: dict, source: str | os.PathLike) -> dict:
+    """The validated config a checkpoint carries; a damaged one is a UserError naming the file."""
+    try:
+        return validate(flatten(resolve_paths(ckpt_config)))
+    except UserError as e:
+        raise UserError(f"the config inside {str(source)!r} is damaged ({e}); use the run's other checkpoint") from None
+
+
 def config_changes(trained: dict, requested: dict) -> dict[str, tuple]:
     """key → (value trained with, value requested) for every key whose values differ."""
-    old = as_flat(validate(flatten(resolve_paths(trained))))
+    old = as_flat(trained_config(trained, "the checkpoint"))
     new = as_flat(resolve_paths(requested))
     return {k: (old[k], new[k]) for k in SCHEMA if old[k] != new[k]}
 

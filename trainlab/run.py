@@ -41,9 +41,9 @@ from trainlab.classifier import (
 )
 from trainlab.config import dump_config
 from trainlab.device import resolve_device
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line
 from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
-from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files
+from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files, trained_config
 from trainlab.train import Callback, Trainer
 
 
@@ -181,7 +181,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if resume:  # checked before data is loaded; L-BFGS's full-batch settings are compared again below
         ckpt = require_trainlab_checkpoint(load_checkpoint(out / "checkpoints" / "last.pt"),
                                            out / "checkpoints" / "last.pt", RESUME_KEYS)
-        check_resume_config(ckpt["config"], full_batch_overrides(cfg, ckpt["config"]["train"]["batch_size"], lambda m: None), out)
+        trained = trained_config(ckpt["config"], out / "checkpoints" / "last.pt")
+        check_resume_config(trained, full_batch_overrides(cfg, trained["train"]["batch_size"], lambda m: None), out)
     p = prepare(cfg, say, model=model, data=data)
     cfg, model, data = p.cfg, p.model, p.data
     changes = check_resume_config(ckpt["config"], cfg, out) if resume else {}
@@ -249,7 +250,12 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
     for name in ("best.pt", "last.pt"):
         path = out / "checkpoints" / name
         if path.exists():
-            model.load_state_dict(load_checkpoint(path, map_location=p.device)["model"])
+            ckpt = require_trainlab_checkpoint(load_checkpoint(path, map_location=p.device), path, {"model": dict})
+            try:
+                model.load_state_dict(ckpt["model"])
+            except (RuntimeError, KeyError, TypeError) as e:
+                raise UserError(f"checkpoint {str(path)!r} does not fit this run's model ({first_line(e)}); it is "
+                                "damaged: delete it and resume again (the run's last.pt is kept)") from None
             break
     test = None
     if data.test_y is not None and len(data.test_y):
