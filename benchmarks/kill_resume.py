@@ -182,7 +182,7 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     space = work / "space.yaml"
     space.write_text(SPACE)
     study = f"kill-resume-{uuid.uuid4().hex[:8]}"
-    common = ["--space", space, "--trials", trials, "--epochs", "25", "--stages", "single", "--pruner", "none",
+    common = ["--space", space, "--trials", trials, "--epochs", "10", "--stages", "single", "--pruner", "none",
               "--storage", url, "--study", study, "--heartbeat", "1"]
 
     def worker(name):
@@ -194,7 +194,9 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
         while done < kills and a.poll() is None:
             before = set((work / "b" / "trials").glob("*"))
             b = worker("b")
-            deadline = time.monotonic() + 300  # kill mid-trial: once b has made a new trial's run directory
+            # Mid-trial where possible: once b has made a new trial's run directory (or after 20 s:
+            # a worker that finds every slot held waits, and is killed waiting).
+            deadline = time.monotonic() + 20
             while b.poll() is None and a.poll() is None and time.monotonic() < deadline:
                 if set((work / "b" / "trials").glob("*")) - before:
                     break
@@ -230,7 +232,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="kills of the training run (default 20)")
     ap.add_argument("--search-kills", type=int, default=6, help="kills of search worker b (default 6)")
-    ap.add_argument("--search-trials", type=int, default=16)
+    ap.add_argument("--search-trials", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--postgres", default=os.environ.get("TRAINLAB_TEST_POSTGRES"), help="database URL")
     ap.add_argument("--skip-search", action="store_true")
