@@ -182,12 +182,13 @@ def killed_search(url: str, work: Path, trials: int, kills: int, rng: random.Ran
     space = work / "space.yaml"
     space.write_text(SPACE)
     study = f"kill-resume-{uuid.uuid4().hex[:8]}"
-    common = ["--space", space, "--trials", trials, "--epochs", "10", "--stages", "single", "--pruner", "none",
+    common = ["--space", space, "--trials", trials, "--epochs", "60", "--stages", "single", "--pruner", "none",
               "--storage", url, "--study", study, "--heartbeat", "1"]
 
     def worker(name):
+        log = (work / f"{name}.log").open("a")  # kept with --keep: what each start of a worker said
         return subprocess.Popen(trainlab("search", *SEARCH, *common, "--out", work / name), env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT)
 
     a, b, done = worker("a"), None, 0
     try:
