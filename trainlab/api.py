@@ -26,8 +26,8 @@ import torch
 
 from trainlab.babysit.diagnosis import diagnose_history
 from trainlab.babysit.monitors import AttachedMonitors, attach_monitors
-from trainlab.checkpoint import load_checkpoint
-from trainlab.classifier import PreprocessedModel, load_classifier
+from trainlab.checkpoint import load_checkpoint, require_trainlab_checkpoint
+from trainlab.classifier import PreprocessedModel, check_same_data, load_classifier
 from trainlab.config import flatten, load_config, parse_overrides, validate
 from trainlab.data import load_data
 from trainlab.device import resolve_device
@@ -85,14 +85,15 @@ def evaluate(run: Run | str | os.PathLike, checkpoint: str = "best", tta: str = 
     (e.g. ``["data.root=/data"]``); ``tta``: none, flip or crops. Nothing is written."""
     src = run.dir if isinstance(run, Run) else Path(run)
     path = _checkpoint_path(src, checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = require_trainlab_checkpoint(load_checkpoint(path), path)
     if isinstance(overrides, str):
         overrides = [overrides]
     cfg = validate({**flatten(ckpt["config"]),
                     **(overrides if isinstance(overrides, Mapping) else parse_overrides(list(overrides)))})
     device = resolve_device(cfg["device"])
-    model = load_classifier(ckpt, device)
+    model = load_classifier(ckpt, device, str(path))
     data = load_data(cfg)
+    check_same_data(ckpt, data, str(path))
     if data.test_y is None or len(data.test_y) == 0:
         raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
     m = evaluate_model(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,

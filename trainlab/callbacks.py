@@ -234,6 +234,7 @@ class Checkpointer(Callback):
         self.meta, self.best = meta, (-math.inf, -math.inf)
         self.every, self.last_write = every, time.monotonic()
         self.every_seconds = self.AUTO_SECONDS if every_seconds is None else every_seconds
+        self.saved = {"epoch": 0, "step": 0}  # where the last.pt on disk stands (for the interrupt message)
 
     def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
         if trainer.state.stop_reason is not None:
@@ -244,13 +245,17 @@ class Checkpointer(Callback):
             self.save_last(trainer)
 
     def save_last(self, trainer: Trainer) -> None:
-        save_checkpoint({**self.meta, **trainer.state_dict()}, self.dir / "last.pt")
+        state = trainer.state_dict()
+        save_checkpoint({**self.meta, **state}, self.dir / "last.pt")
+        self.saved = {"epoch": state.get("epoch"), "step": state.get("step"), "mid_epoch": state.get("running") is not None}
         self.last_write = time.monotonic()
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "last.pt").exists():  # a good state to fall back on if epoch 1 diverges
             self.save_last(trainer)
+        else:  # resumed from it
+            self.saved = {"epoch": trainer.state.epoch, "step": trainer.state.step}
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
         # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.

@@ -7,13 +7,11 @@ can never run code). A checkpoint is a plain dict of tensors and plain Python va
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line
 
 FORMAT = "trainlab-checkpoint-1"
 
@@ -35,8 +33,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise UserError(f"checkpoint {str(path)!r} does not exist; give a run directory or a .pt file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint ({str(e).splitlines()[0]}); "
+    except Exception as e:  # noqa: BLE001
+        # torch.load raises many kinds of error on damaged bytes (RuntimeError, EOFError,
+        # UnpicklingError, BadZipFile, KeyError, MemoryError, ...: its unpickler and zip reader
+        # meet them in many places); with weights_only=True any of them means a bad file.
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint ({first_line(e)}); "
                         "use the other checkpoint of the run or train again") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a trainlab checkpoint or state dict")
@@ -89,3 +90,22 @@ def load_model_state(model: torch.nn.Module, state: dict, strict: bool = True):
     if state.keys() != model.state_dict().keys():  # a plain model may itself have a child named 'module'
         state = strip_wrapper_prefixes(state)
     return model.load_state_dict(state, strict=strict)
+# What each kind of checkpoint must hold, and of what type, for trainlab to use it.
+MODEL_KEYS = {"config": dict, "model": dict, "classes": list, "num_classes": int, "input_shape": list,
+              "net_input_shape": list}
+RESUME_KEYS = {**MODEL_KEYS, "optimizer": dict, "scaler": dict, "epoch": int, "step": int, "history": list,
+               "rng": dict, "callbacks": dict}
+
+
+def require_trainlab_checkpoint(ckpt: dict, path, keys: dict = MODEL_KEYS) -> dict:
+    """``ckpt`` if it is a trainlab checkpoint holding ``keys`` (name → type), else a UserError
+    naming the file and what is missing (a plain state dict has no config to rebuild the model)."""
+    if not is_trainlab_checkpoint(ckpt):
+        raise UserError(f"{str(path)!r} is not a trainlab checkpoint (it has no format {FORMAT!r}: a plain state dict "
+                        "has no config or classes to rebuild the model from); give a run directory or its "
+                        "checkpoints/best.pt, or use `trainlab finetune --from` for a state dict")
+    bad = [k for k, kind in keys.items() if not isinstance(ckpt.get(k), kind)]
+    if bad:
+        raise UserError(f"checkpoint {str(path)!r} is incomplete or damaged: {', '.join(bad)} missing or of the "
+                        "wrong type; use the run's other checkpoint or train again")
+    return ckpt

@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from trainlab import __version__
-from trainlab.checkpoint import load_model_state
-from trainlab.config import resolve_paths
+from trainlab.checkpoint import load_model_state, require_trainlab_checkpoint
+from trainlab.config import flatten, resolve_paths, validate
+from trainlab.errors import UserError, first_line, short
 from trainlab.models import build_model
 from trainlab.preprocessing import PREPROCESSORS, to_unit_float
 from trainlab.regularization import smoothed_cross_entropy, weight_penalty
@@ -36,7 +37,28 @@ def build_classifier(cfg: dict, input_shape: tuple, num_classes: int, x_train: t
     if x_train is not None:
         pre.fit(x_train)
     shape = tuple(net_input_shape) if net_input_shape is not None else tuple(pre.output_shape(tuple(input_shape)))
+    check_model_fits(cfg["model"], shape, num_classes)
     return PreprocessedModel(pre, build_model(cfg["model"], shape, num_classes))
+
+
+def check_model_fits(cfg_model: dict, input_shape: tuple, num_classes: int) -> None:
+    """Refuse a network whose training state cannot fit in memory before allocating it: the
+    network is first built on PyTorch's "meta" device (shapes only, no storage), and its
+    weights, gradients and two optimiser moments (4 x 4 bytes per parameter) are compared with
+    the memory available. A search space such as ``model.width: int(1, 1e6)`` meets this."""
+    import psutil
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            params = count_params(build_model(cfg_model, input_shape, num_classes))
+    except Exception:  # noqa: BLE001  an architecture that cannot be built on "meta" is built for real below
+        return
+    need, available = 16 * params, psutil.virtual_memory().available
+    if need > available:
+        raise UserError(f"model.name={cfg_model['name']} with model.depth={cfg_model.get('depth')} and "
+                        f"model.width={cfg_model.get('width')} has {params:,} parameters: training it needs about "
+                        f"{need / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB are free; choose a smaller "
+                        "model.width or model.depth")
 
 
 def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
@@ -48,12 +70,29 @@ def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
             "trainlab_version": __version__}
 
 
-def load_classifier(ckpt: dict, device: torch.device | str = "cpu") -> PreprocessedModel:
-    """Rebuild the model of a trainlab checkpoint (best.pt or last.pt) with its weights."""
-    model = build_classifier(ckpt["config"], tuple(ckpt["input_shape"]), ckpt["num_classes"],
-                             net_input_shape=tuple(ckpt["net_input_shape"]))
-    load_model_state(model, ckpt["model"])
+def load_classifier(ckpt: dict, device: torch.device | str = "cpu", source: str = "checkpoint") -> PreprocessedModel:
+    """Rebuild the model of a trainlab checkpoint (best.pt or last.pt) with its weights;
+    ``source`` names the file in the UserError raised when the checkpoint is not a usable one."""
+    require_trainlab_checkpoint(ckpt, source)
+    cfg = validate(flatten(ckpt["config"]))
+    try:
+        model = build_classifier(cfg, tuple(ckpt["input_shape"]), ckpt["num_classes"],
+                                 net_input_shape=tuple(ckpt["net_input_shape"]))
+        load_model_state(model, ckpt["model"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"checkpoint {source!r} does not rebuild into the model its config describes "
+                        f"({first_line(e)}); it is damaged: use the run's other checkpoint or train again") from None
     return model.to(device)
+
+
+def check_same_data(ckpt: dict, data, source: str = "checkpoint") -> None:
+    """A model answers for the classes and input shape it was trained on: refuse data that differ
+    (e.g. `trainlab evaluate RUN data.classes=[0,1,2]` on a 10-class model)."""
+    if list(data.classes) != list(ckpt["classes"]) or tuple(data.input_shape) != tuple(ckpt["input_shape"]):
+        raise UserError(f"{source!r} was trained on {ckpt['num_classes']} classes {short(list(ckpt['classes']))} of "
+                        f"shape {tuple(ckpt['input_shape'])}, but the data now gives {data.num_classes} classes "
+                        f"{short(list(data.classes))} of shape {tuple(data.input_shape)}; evaluate it on the data it "
+                        "was trained on (drop the data.* overrides that change the classes or image size)")
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -8,8 +8,9 @@
     trainlab data                                   # which data sets are where
     trainlab config-keys                            # every configuration key
 
-Exit codes (SPEC §8): 0 success; 2 bad input, with a one-paragraph message and no traceback;
-1 anything else (including a run stopped because its loss diverged).
+Exit codes (SPEC §8, §9): 0 success; 2 bad input, with a one-paragraph message and no traceback;
+130 interrupted by Ctrl-C (SIGINT; the run is resumable); 1 anything else (including a run stopped
+because its loss diverged).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from trainlab.babysit import commands as babysit_commands
 from trainlab.checkpoint import load_checkpoint
 from trainlab.config import keys_table, load_config
 from trainlab.data import describe_datasets
-from trainlab.errors import UserError
-from trainlab.io import write_json
+from trainlab.errors import UserError, short_text
+from trainlab.io import ensure_writable_dir, write_json
 from trainlab.lab import commands as lab_commands
 from trainlab.plots import plot_confusion
 from trainlab.report import write_report
@@ -65,7 +66,7 @@ def cmd_train(args) -> int:
         resume = bool(args.resume)
         if not resume and distributed.restart_count() > 0:
             resume = elastic_resume(out, dp)
-        summary = train_run(cfg, out, resume=resume, data_parallel=dp)
+        summary = train_run(cfg, out, resume=resume, data_parallel=dp, force=args.force)
     finally:
         if dp is not None:
             dp.close()
@@ -108,8 +109,9 @@ def launch_argv(argv: list[str], out: Path) -> list[str]:
 
 def cmd_evaluate(args) -> int:
     src = Path(args.run)
-    result = evaluate(src, args.checkpoint, args.tta, args.overrides)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    ensure_writable_dir(out, "--out")
+    result = evaluate(src, args.checkpoint, args.tta, args.overrides)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)
     plot_confusion(result["confusion"], list(result["classes"]), out / "plots" / "confusion.png")
@@ -155,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel processes on this machine, started through torch.distributed.run (default 1)")
     p.add_argument("--max-restarts", type=int, default=0,
                    help="with --nproc: restart the processes this many times after a failure, resuming from last.pt")
+    p.add_argument("--force", action="store_true",
+                   help="write the run into a non-empty --out folder that is not a trainlab run (other files are kept)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test metrics of a run's checkpoint")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=DIR")
-    p.add_argument("--checkpoint", default="best", help="best or last (for a run directory)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="best or last (for a run directory)")
     p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation")
     p.add_argument("--out", help="where evaluation.json goes (default: the run directory)")
     p.set_defaults(func=cmd_evaluate)
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             distributed.refuse_under_torchrun(args.command)
         return args.func(args)
     except UserError as e:
-        print(f"trainlab: error: {e}", file=sys.stderr)
+        print(f"trainlab: error: {short_text(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("trainlab: interrupted", file=sys.stderr)

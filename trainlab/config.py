@@ -13,13 +13,14 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from trainlab.components import REGISTRIES
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, short, short_text
 from trainlab.registry import close_matches
 from trainlab.schema import SCHEMA, Key, defaults, set_dotted
 
@@ -35,21 +36,24 @@ def _get(cfg: dict, dotted: str):
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} → {"optim.lr": 0.1}. A key written both ways (``optim: {lr: ..}``
+    and ``optim.lr: ..``) is warned about; the later one is used."""
     out = {}
     for k, v in tree.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict) and name not in SCHEMA:
-            if not v:
-                out[name] = v
-            out.update(flatten(v, name + "."))
+            inner = flatten(v, name + ".") if v else {name: v}
         else:
-            out[name] = v
+            inner = {name: v}
+        for key in inner.keys() & out.keys():
+            warn(f"{short(key)} is given twice; the last value is used")
+        out.update(inner)
     return out
 
 
-def _unknown_key(name: str) -> ConfigError:
+def _unknown_key(name: str, source: str = "") -> ConfigError:
     return ConfigError(
-        f"unknown config key {name!r}{close_matches(name, SCHEMA)}. "
+        f"unknown config key {short(name)}{f' in {source}' if source else ''}{close_matches(name, SCHEMA)}. "
         "Run `trainlab config-keys` for the full list."
     )
 
@@ -63,7 +67,7 @@ def _describe(key: Key) -> str:
 
 def _coerce(name: str, key: Key, value):
     """Turn a YAML/CLI value into the key's type, or raise a ConfigError naming key and range."""
-    bad = ConfigError(f"bad value {value!r} for {name}: expected {_describe(key)} ({key.help})")
+    bad = ConfigError(f"bad value {short(value)} for {name}: expected {_describe(key)} ({key.help})")
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~") and key.kind != "str"):
         if key.nullable:
             return None
@@ -79,9 +83,10 @@ def _coerce(name: str, key: Key, value):
             raise bad
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise bad from None
-        if not math.isfinite(number):
+        # Past 2**53 a float no longer holds every integer, and nothing trainlab counts gets there.
+        if not math.isfinite(number) or abs(number) > 2**53:
             raise bad
         if key.kind == "int":
             if number != int(number):
@@ -92,7 +97,7 @@ def _coerce(name: str, key: Key, value):
         return number
     if key.kind in ("floats", "strs"):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
+            value = safe_load(value, name) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise bad
         items = []
@@ -100,7 +105,7 @@ def _coerce(name: str, key: Key, value):
             if key.kind == "floats":
                 try:
                     items.append(float(v))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise bad from None
             else:
                 items.append(str(v).strip())
@@ -108,7 +113,7 @@ def _coerce(name: str, key: Key, value):
             allowed = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
             for v in items:
                 if v not in allowed:
-                    raise ConfigError(f"bad value {v!r} in {name}{close_matches(v, allowed)}: expected {_describe(key)}")
+                    raise ConfigError(f"bad value {short(v)} in {name}{close_matches(v, allowed)}: expected {_describe(key)}")
         return items
     # str
     if isinstance(value, bool) and isinstance(key.choices, tuple):
@@ -119,7 +124,7 @@ def _coerce(name: str, key: Key, value):
     if key.choices is not None:
         allowed = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
         if value not in allowed:
-            raise ConfigError(f"bad value {value!r} for {name}{close_matches(value, allowed)}: expected {_describe(key)}")
+            raise ConfigError(f"bad value {short(value)} for {name}{close_matches(value, allowed)}: expected {_describe(key)}")
     return value
 
 
@@ -133,14 +138,82 @@ def cfg_with(cfg: dict, changes: dict | None = None, **dotted) -> dict:
     return validate(flat)
 
 
+# YAML aliases let a few hundred bytes stand for a value of billions of nodes; nothing a config
+# holds comes near this many, so a document that expands past it is refused before it is used.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict, path: set) -> int:
+    """Number of nodes ``node`` stands for once every alias is expanded (memoised per node, so
+    this costs one visit per distinct node however often it is aliased)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in path:  # a recursive alias (&a [*a]) expands forever
+        return MAX_YAML_NODES + 1
+    path.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, path) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo, path) + _expanded_size(v, memo, path) for k, v in node.value)
+    path.discard(id(node))
+    memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses alias bombs and warns about keys given twice in a mapping."""
+
+    source = "YAML"
+
+    def construct_document(self, node):
+        if _expanded_size(node, {}, set()) > MAX_YAML_NODES:
+            raise ConfigError(f"{self.source} expands (through YAML aliases &name / *name) to more than "
+                            f"{MAX_YAML_NODES:,} values; write the values out instead of aliasing them")
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    warn(f"key {short(key_node.value)} is given twice in {self.source} "
+                         f"(line {key_node.start_mark.line + 1}); the last value is used")
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def safe_load(text: str, source: str = "YAML"):
+    """``yaml.safe_load`` with :class:`BoundedLoader`; ``source`` names the text in messages."""
+    loader = BoundedLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def warn(message: str) -> None:
+    """A problem the user should know about that does not stop the command."""
+    print(f"trainlab: warning: {message}", file=sys.stderr)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['optim.lr=0.1', 'model.name=resnet'] → {'optim.lr': '0.1', ...} (values still strings)."""
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"bad argument {item!r}: overrides are written key=value, e.g. optim.lr=0.1")
+            raise ConfigError(f"bad argument {short(item)}: overrides are written key=value, e.g. optim.lr=0.1")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"bad argument {short(item)}: no key before '='; overrides are written key=value, e.g. optim.lr=0.1")
+        if key in out:
+            warn(f"{key} is given twice on the command line; the last value ({short(value)}) is used")
+        try:
+            out[key] = safe_load(value, f"the value of {short(key)}") if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"bad value {short(value)} for {short(key)}: not a YAML value ({str(e).splitlines()[0]})") from None
     return out
 
 
@@ -159,7 +232,7 @@ def _check_consistency(cfg: dict) -> dict:
     for name in ("augment.scale", "augment.ratio", "optim.betas"):
         v = _get(cfg, name)
         if len(v) != 2:
-            raise ConfigError(f"bad value {v!r} for {name}: expected two numbers [low, high]")
+            raise ConfigError(f"bad value {short(v)} for {name}: expected two numbers [low, high]")
     lo, hi = cfg["augment"]["scale"]
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"bad value {[lo, hi]} for augment.scale: expected 0 < low <= high <= 1")
@@ -184,9 +257,13 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = safe_load(path.read_text(encoding="utf-8"), f"config file {str(path)!r}") or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {short_text(str(e), 600)}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {str(path)!r} must be a mapping of keys to values, got {type(tree).__name__}")
     return tree
@@ -197,6 +274,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     flat: dict[str, Any] = {}
     if path is not None:
         flat.update(flatten(read_yaml(path)))
+        unknown = next((k for k in flat if k not in SCHEMA), None)
+        if unknown is not None:
+            raise _unknown_key(unknown, f"config file {str(path)!r}")
     if isinstance(overrides, dict):
         flat.update(overrides)
     elif overrides:

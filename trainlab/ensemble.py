@@ -30,14 +30,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, model_state, save_checkpoint
-from trainlab.classifier import load_classifier
+from trainlab.checkpoint import load_checkpoint, model_state, require_trainlab_checkpoint, save_checkpoint
+from trainlab.classifier import check_same_data, load_classifier
 from trainlab.config import cfg_with, parse_overrides
 from trainlab.data import load_data
 from trainlab.device import resolve_device
 from trainlab.errors import UserError
 from trainlab.evaluate import metrics_from_probs, predict_probs
-from trainlab.io import write_json
+from trainlab.io import ensure_writable_dir, write_json
 from trainlab.plots import plot_confusion
 from trainlab.schedules import cycle_end_steps
 from trainlab.train import Callback, StepInfo, Trainer
@@ -157,11 +157,7 @@ def ema_state(run_checkpoint: Path) -> dict | None:
 def load_members(paths: list[Path]) -> list[Member]:
     """Read every member's checkpoint and check that they classify the same classes of one data
     set: averaging probabilities over different label spaces means nothing."""
-    members = [Member(str(p), load_checkpoint(p), ema_state(p)) for p in paths]
-    for m in members:
-        if not is_trainlab_checkpoint(m.ckpt):
-            raise UserError(f"{m.label} is not a trainlab checkpoint (a plain state dict has no config or classes "
-                            "to evaluate with); ensemble members are trainlab runs or their checkpoints")
+    members = [Member(str(p), require_trainlab_checkpoint(load_checkpoint(p), p), ema_state(p)) for p in paths]
     first = members[0].ckpt
     for m in members[1:]:
         for what, a, b in (("data set", first["config"]["data"]["name"], m.ckpt["config"]["data"]["name"]),
@@ -225,12 +221,14 @@ def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", 
                  snapshots: bool = False, overrides: list[str] = (), say: Callable[[str], None] = print) -> dict:
     """Evaluate every member and the ensemble on the test split; write ``out/ensemble.json`` and
     ``out/plots/confusion.png``; return what was written."""
+    ensure_writable_dir(out, "--out")
     members = load_members(member_paths(runs, snapshots))
     cfg, device, data = load_test_split(members[0].ckpt, list(overrides))
+    check_same_data(members[0].ckpt, data, members[0].label)
     x, y, n_cls, bs = data.test_x.to(device), data.test_y.to(device), data.num_classes, cfg["train"]["eval_batch_size"]
     say(f"ensemble of {len(members)} members ({method}, tta={tta}) on the {cfg['data']['name']} test split "
         f"({len(y)} images)")
-    singles, ens, by_method = ensemble_metrics([load_classifier(m.ckpt, device) for m in members], x, y, n_cls,
+    singles, ens, by_method = ensemble_metrics([load_classifier(m.ckpt, device, m.label) for m in members], x, y, n_cls,
                                                method, tta, bs)
     best = max(s["acc"] for s in singles)
     result = {

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, short
 from trainlab.schema import SCHEMA
 
 T = TypeVar("T")
@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 def close_matches(name: str, options) -> str:
     """' (did you mean: a, b?)' for a misspelt name, or '' when nothing is close."""
+    if len(str(name)) > 100:  # difflib is quadratic; no real name is that long
+        return ""
     found = difflib.get_close_matches(str(name), list(options), n=3, cutoff=0.5)
     return f" (did you mean: {', '.join(found)}?)" if found else ""
 
@@ -110,7 +112,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}{close_matches(name, self._items)}; "
+                f"unknown {self.kind} {short(name)}{close_matches(name, self._items)}; "
                 f"choose one of: {', '.join(self.names())}"
             )
         return self._items[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from trainlab.callbacks import (
     MetricsLogger,
     ProgressBar,
 )
-from trainlab.checkpoint import load_checkpoint, load_model_state
+from trainlab.checkpoint import RESUME_KEYS, load_checkpoint, load_model_state, require_trainlab_checkpoint
 from trainlab.classifier import (
     PreprocessedModel,
     build_classifier,
@@ -48,19 +49,29 @@ from trainlab.data.stream import DataPath, LazyImages, StreamLoader, open_data
 from trainlab.device import autocast_dtype, check_compile, configure_backends, peak_memory, reset_peak_memory, resolve_device
 from trainlab.distributed import RankRNG
 from trainlab.ensemble import SnapshotSaver
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line
 from trainlab.evaluate import evaluate
-from trainlab.io import read_jsonl, write_json
+from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
 from trainlab.optim import build_optimizer, is_full_batch
 from trainlab.preprocessing import to_unit_float
 from trainlab.report import write_report
+from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files, trained_config
 from trainlab.schedules import build_scheduler
 from trainlab.train import Callback, Trainer
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """A run directory holds one run: refuse to overwrite a finished or interrupted one (checked
-    before any work; the directory itself is made once data and model are ready)."""
+def prepare_run_dir(out: Path, resume: bool, force: bool = False) -> None:
+    """A run directory holds one run: refuse to overwrite a finished or interrupted one, or to mix
+    a new run into a folder of other files (checked before any work; the directory itself is
+    made once data and model are ready).
+
+    A folder *is a trainlab run* when it has ``checkpoints/last.pt`` (resumable) or
+    ``summary.json`` (finished). A new run goes into a folder that does not exist or is empty;
+    ``force`` lets it go into a non-empty folder that is not a run, where it replaces only
+    trainlab's own files (config.yaml, metrics.jsonl, ...) and leaves every other file alone.
+    """
+    ensure_writable_dir(out, "run directory")
+    remove_stale_temp_files(out)
     if resume:
         if not (out / "checkpoints" / "last.pt").is_file():
             raise UserError(f"cannot resume {str(out)!r}: it has no checkpoints/last.pt")
@@ -68,14 +79,24 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
     if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out}, "
                         "or choose another --out directory")
+    if out.is_dir() and not force:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            raise UserError(f"{str(out)!r} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}) "
+                            "and is not a trainlab run (no checkpoints/last.pt or summary.json); choose a new or empty "
+                            "--out directory, or add --force to write the run there (trainlab's own files such as "
+                            "config.yaml and metrics.jsonl are replaced, other files are left alone)")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop what was logged after the checkpoint so no step appears twice."""
+    """On resume, drop what was logged after the checkpoint so no step appears twice (and a torn
+    last line, see :func:`~trainlab.io.read_jsonl`). Written atomically: a kill here loses nothing."""
     if not path.exists():
         return
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
 
 
 def full_batch_overrides(cfg: dict, n_train: int, say: Callable[[str], None]) -> dict:
@@ -197,30 +218,43 @@ def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dic
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
               say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
-              data_parallel=None) -> dict:
+              data_parallel=None, force: bool = False) -> dict:
     """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
 
     ``report=False`` skips plots and report.html (many short search trials; ``trainlab report``
-    can make them later from the files). ``data_parallel`` (a
+    can make them later from the files). ``resume`` continues ``out/checkpoints/last.pt``, whose
+    config ``cfg`` must match but for the keys of :data:`~trainlab.resume.SAFE_ON_RESUME`.
+    ``force``: see :func:`prepare_run_dir`. ``data_parallel`` (a
     :class:`trainlab.distributed.DataParallel`): this process is one rank of a data-parallel job;
     rank 0 alone writes the run directory and talks."""
     out = Path(out)
     dp = data_parallel
     writer = dp is None or dp.is_main
     if dp is None:
-        prepare_run_dir(out, resume)
+        prepare_run_dir(out, resume, force)
     else:
-        dp.on_main(lambda: prepare_run_dir(out, resume))
+        dp.on_main(lambda: prepare_run_dir(out, resume, force))
         if is_full_batch(cfg):
             raise UserError(f"optim.name={cfg['optim']['name']} is a full-batch method and does not run data-parallel; "
                             "train it in one process (without torchrun or --nproc)")
         if not writer:
             say = _silent  # noqa: F811 (one console: rank 0's)
     t_start = time.perf_counter()
-    # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
+    ckpt = None
+    if resume:  # checked before data is loaded; L-BFGS's full-batch settings are compared again below
+        last = out / "checkpoints" / "last.pt"
+
+        def read_last() -> dict:
+            return require_trainlab_checkpoint(load_checkpoint(last), last, RESUME_KEYS)
+
+        # Rank 0 reads the file and hands it to the others: they may be on machines without the run directory.
+        ckpt = read_last() if dp is None else dp.on_main(read_last)
+        trained = trained_config(ckpt["config"], last)
+        check_resume_config(trained, full_batch_overrides(cfg, trained["train"]["batch_size"], lambda m: None), out)
     # Pixels stay uint8 (a quarter of float32's memory) and are converted batch by batch.
     p = prepare(cfg, say, model=model, data=data, data_parallel=dp, pixels=True)
     cfg, model, data = p.cfg, p.model, p.data
+    changes = check_resume_config(ckpt["config"], cfg, out) if resume else {}
     if dp is not None:
         if cfg["model"]["sync_bn"] == "on":
             model = dp.convert_sync_bn(model)
@@ -250,6 +284,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             cbs.append(ProgressBar())
         cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
         out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
+        if not resume:  # a new run's record starts empty (--force into a folder that had one)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
     reset_peak_memory(p.device)
     trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p, dp), tc["epochs"],
@@ -257,16 +293,18 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
                       amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile,
                       data_parallel=dp)
     if resume:
-        last = out / "checkpoints" / "last.pt"
-        # Rank 0 reads the file and hands it to the others: they may be on machines without the run directory.
-        ckpt = load_checkpoint(last, map_location=p.device) if dp is None else dp.on_main(lambda: load_checkpoint(last))
         launched = ckpt.get("launch", {}).get("world_size", 1)
         if launched != (1 if dp is None else dp.world_size):
             say(f"note: {out} was trained by {launched} process(es) and continues with "
                 f"{1 if dp is None else dp.world_size}: same global batches, but not bit for bit the same run")
         trainer.load_state_dict(ckpt)
+        del ckpt
         if writer:
             truncate_metrics(out / "metrics.jsonl", trainer.state.step)
+            if changes:
+                append_jsonl(out / "metrics.jsonl", change_event(changes, trainer.state.epoch, trainer.state.step))
+        if changes:
+            say("applied on resume: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
         say(f"resuming {out} at step {trainer.state.step} (epoch {trainer.state.epoch + 1}"
             f"{', mid-epoch' if trainer.state.running is not None else ''})")
     else:
@@ -275,8 +313,13 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the last saved step "
-            f"(epoch ends, and every train.checkpoint_every steps). Continue with: trainlab train --resume {out}")
+        checkpointer = trainer.callback(Checkpointer)
+        if checkpointer is not None:  # what last.pt holds, not where the loop was
+            saved = checkpointer.saved
+            where = (f"at step {saved['step']}, in epoch {saved['epoch'] + 1}" if saved.get("mid_epoch")
+                     else f"after epoch {saved['epoch']} (step {saved['step']})")
+            say(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state {where}. "
+                f"Continue with: trainlab train --resume {out}")
         raise
     summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report, dp)
     return summary
@@ -291,7 +334,7 @@ def best_weights(out: Path) -> dict | None:
     for name in ("best.pt", "last.pt"):
         path = out / "checkpoints" / name
         if path.exists():
-            return load_checkpoint(path)["model"]
+            return require_trainlab_checkpoint(load_checkpoint(path), path, {"model": dict})["model"]
     return None
 
 
@@ -304,7 +347,11 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
     cfg, data, model, state = p.cfg, p.data, p.model, trainer.state
     weights = best_weights(out) if dp is None else dp.on_main(lambda: best_weights(out))
     if weights is not None:
-        load_model_state(model, weights)
+        try:
+            load_model_state(model, weights)
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise UserError(f"the best checkpoint in {str(out / 'checkpoints')!r} does not fit this run's model "
+                            f"({first_line(e)}); it is damaged: delete it and resume again (the run's last.pt is kept)") from None
     test = None
     if data.test_y is not None and len(data.test_y):
         with trainer.autocast():

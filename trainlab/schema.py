@@ -38,10 +38,11 @@ class Key:
     def bounds(self) -> str:
         """The bounds in words: '>= 0 and < 1', or '' without bounds."""
         parts = []
+        fmt = (lambda v: str(int(v))) if self.kind == "int" else (lambda v: f"{v:g}")
         if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            parts.append(f"{'>' if self.low_open else '>='} {fmt(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            parts.append(f"{'<' if self.high_open else '<='} {fmt(self.high)}")
         return " and ".join(parts)
 
 
@@ -55,7 +56,7 @@ FRACTION = dict(low=0.0, high=1.0, high_open=True)
 
 SCHEMA: dict[str, Key] = {
     # --- run -----------------------------------------------------------------------------
-    "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", **NONNEG),
+    "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", low=0, high=2**32 - 1),
     "device": _k("auto", "str", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
     # --- data (SPEC §1) ------------------------------------------------------------------
     "data.name": _k("digits", "str", "data set", choices="datasets"),
@@ -95,8 +96,9 @@ SCHEMA: dict[str, Key] = {
     "augment.tta": _k("none", "str", "test-time augmentation: none, flip, crops (fixed crops and flips averaged)", choices=("none", "flip", "crops")),
     # --- model (SPEC §2) -----------------------------------------------------------------
     "model.name": _k("mlp", "str", "architecture", choices="models"),
-    "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, nullable=True),
-    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)", low=1, nullable=True),
+    "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, high=1000, nullable=True),
+    "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)",
+                      low=1, high=65536, nullable=True),
     "model.activation": _k("relu", "str", "activation function", choices="activations"),
     "model.leaky_slope": _k(0.01, "float", "leaky_relu: slope for x < 0", **NONNEG),
     "model.elu_alpha": _k(1.0, "float", "elu: alpha", **POS),

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, strip_wrapper_prefixes
+from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, require_trainlab_checkpoint, strip_wrapper_prefixes
 from trainlab.classifier import PreprocessedModel, count_params, load_classifier
 from trainlab.config import load_config
 from trainlab.data import load_data
@@ -156,6 +156,7 @@ def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print)
     architecture and preprocessing are replaced by the source's."""
     ckpt = load_checkpoint(path)
     if is_trainlab_checkpoint(ckpt):
+        require_trainlab_checkpoint(ckpt, path)
         return ckpt, adopt_source_architecture(cfg, ckpt["config"], say)
     return unwrap_state_dict(ckpt, str(path)), cfg
 
@@ -172,7 +173,7 @@ def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], No
         raise UserError(f"the source {path!r} was trained on images of shape {tuple(ckpt['input_shape'])} but "
                         f"{cfg['data']['name']} has shape {tuple(data.input_shape)}; transfer needs the same input "
                         "shape (for folder data sets set data.image_size)")
-    return Source(load_classifier(ckpt), {"checkpoint": path, "kind": "trainlab checkpoint",
+    return Source(load_classifier(ckpt, source=path), {"checkpoint": path, "kind": "trainlab checkpoint",
                                           "dataset": ckpt["config"]["data"]["name"], "classes": list(ckpt["classes"]),
                                           "num_classes": ckpt["num_classes"], "model": ckpt["config"]["model"]["name"],
                                           "data": ckpt["config"]["data"]})

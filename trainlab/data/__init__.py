@@ -22,7 +22,7 @@ from torch import Tensor
 from trainlab.data.datasets import DATASETS, PUBLIC_SETS, RawData, public_present
 from trainlab.data.loader import TensorLoader
 from trainlab.data.split import per_class_subset, stratified_split, stratified_subset
-from trainlab.errors import UserError
+from trainlab.errors import UserError, short
 from trainlab.preprocessing import to_unit_float
 from trainlab.schema import defaults
 
@@ -70,12 +70,12 @@ def _class_indices(wanted: list, classes: list[str]) -> list[int]:
         index = int(value)
         if index != value or not 0 <= index < len(classes):
             raise UserError(
-                f"bad value {value!r} in data.classes: expected class indices 0..{len(classes) - 1} "
+                f"bad value {short(value)} in data.classes: expected class indices 0..{len(classes) - 1} "
                 f"({', '.join(f'{i}={n}' for i, n in enumerate(classes[:12]))}{', ...' if len(classes) > 12 else ''})"
             )
         indices.append(index)
     if not indices or len(set(indices)) != len(indices):
-        raise UserError(f"bad value {wanted!r} for data.classes: expected a non-empty list of distinct class indices")
+        raise UserError(f"bad value {short(wanted)} for data.classes: expected a non-empty list of distinct class indices")
     return indices
 
 
@@ -86,6 +86,30 @@ def _relabel(x: Tensor, y: Tensor, keep: list[int], num_classes: int) -> tuple[T
     mapped = new_label[y]
     mask = mapped >= 0
     return x[mask], mapped[mask]
+
+
+def check_raw(raw: RawData, name: str) -> None:
+    """What every data set must be to train a classifier on, checked once as it is read: samples
+    with at least one value, every value finite, labels that match the samples."""
+    for split, x, y in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if x is None:
+            continue
+        if x.ndim < 2 or x.shape[1:].numel() == 0:
+            raise UserError(f"data set {name!r}: its {split} samples have shape {tuple(x.shape[1:])}, with no values; "
+                            "check the file's header or arrays")
+        if len(x) != len(y):
+            raise UserError(f"data set {name!r}: {len(x)} {split} samples but {len(y)} labels")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise UserError(f"data set {name!r}: its {split} samples hold NaN or infinite values; "
+                            "clean the data (e.g. numpy.nan_to_num) before training")
+
+
+def check_classes(y: Tensor, name: str) -> None:
+    """A classifier needs examples of at least two classes to learn anything."""
+    present = torch.unique(y).numel()
+    if present < 2:
+        raise UserError(f"data set {name!r} has training images of {present} class{'es' if present != 1 else ''} only: "
+                        "a classifier needs at least two (check data.classes, data.subset and the labels)")
 
 
 def select_classes(raw: RawData, wanted: list) -> RawData:
@@ -155,6 +179,7 @@ def select_samples(train_y: Tensor, test_y: Tensor | None, classes: list[str], c
     keep, val = stratified_split(y, float(data["val_fraction"]), seed)
     if len(keep) == 0:
         raise UserError(f"data set {data['name']!r} has no training images left after data.classes / per_class / subset")
+    check_classes(y[keep], data["name"])
     return Selection(idx[keep], y[keep], idx[val], y[val], test_keep, test_y, classes)
 
 
@@ -169,6 +194,7 @@ def load_data(cfg: dict, pixels: bool = False) -> DataBundle:
     load = DATASETS.get(data["name"])
     path = Path(data["path"]).expanduser() if data.get("path") else None
     raw = load(data_root(data), path, bool(data["download"]), int(data["image_size"]))
+    check_raw(raw, data["name"])
     s = select_samples(raw.train_y, raw.test_y, raw.classes, cfg)
     x, test_x = raw.train_x, raw.test_x
     if s.test_keep is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import sys
 import tarfile
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from trainlab.data.download import download_file
 from trainlab.data.split import stratified_split
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line, short
 from trainlab.registry import Registry
 
 DATASETS = Registry("data set")
@@ -235,7 +236,7 @@ def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
         raise _corrupt(path, "the header is cut short")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
     dtype = np.dtype(IDX_TYPES[data[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow
     if len(data) != expected:
         raise _corrupt(path, f"{len(data)} bytes, but its header {shape} needs {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
@@ -311,8 +312,10 @@ def _unpickle(blob: bytes, source: str) -> dict:
     """Decode one CIFAR pickle (Python 2 era, hence encoding="bytes"); keys become str."""
     try:
         obj = _ArrayOnlyUnpickler(io.BytesIO(blob), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise _corrupt(Path(source), f"not a CIFAR python batch: {e}") from None
+    except Exception as e:  # noqa: BLE001  found by tests/test_fuzz.py: a flipped byte makes the unpickler raise
+        # MemoryError (a huge length field), LookupError (an unknown encoding name), ... — with
+        # only array constructors allowed, any error means the bytes are not a CIFAR batch.
+        raise _corrupt(Path(source), f"not a CIFAR python batch: {first_line(e)}") from None
     if not isinstance(obj, dict):
         raise _corrupt(Path(source), f"expected a dict, found {type(obj).__name__}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -390,8 +393,10 @@ def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tu
     so a plain reshape gives channels-first images.
     """
     data, labels = batch.get("data"), batch.get(label_key)
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels is None:
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise _corrupt(Path(source), f"expected 'data' of shape (N, 3072) and '{label_key}'")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        raise _corrupt(Path(source), f"expected '{label_key}' to be a list of integer labels, found {type(labels).__name__}")
     if len(labels) != len(data):
         raise _corrupt(Path(source), f"{len(labels)} labels for {len(data)} images")
     return _uint8_pixels(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)), _labels(labels, n_classes, source)
@@ -400,7 +405,12 @@ def _cifar_batch(batch: dict, label_key: str, source: str, n_classes: int) -> tu
 def _names(meta: dict, key: str, fallback: list[str]) -> list[str]:
     """Class names from a meta pickle (bytes in the official files), else ``fallback``."""
     names = meta.get(key)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names else fallback
+    if names is None or (isinstance(names, (list, tuple)) and not names):
+        return fallback
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"the CIFAR meta file's {key!r} must be a list of class names, found {type(names).__name__}; "
+                        "delete the data set's folder and download it again")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
 
 def public_present(name: str, folder: Path) -> bool:
@@ -621,13 +631,21 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
     try:
         with np.load(file, allow_pickle=False) as z:  # allow_pickle=False: an .npz cannot run code
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"cannot read {file} as an .npz file ({e})") from None
+    except Exception as e:  # noqa: BLE001  found by tests/test_fuzz.py: a damaged .npy header raises even
+        # SyntaxError (NumPy parses it with ast.literal_eval); besides OSError, BadZipFile, zlib.error, ...
+        raise UserError(f"cannot read {file} as an .npz file ({first_line(e)}); is it complete? "
+                        "Write it again with numpy.savez") from None
+    not_arrays = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]  # np.load hands back raw bytes
+    if not_arrays:
+        raise UserError(f"{source}: {', '.join(map(short, not_arrays[:5]))} are not NumPy arrays; write the file with numpy.savez")
     for key in ("x", "y"):
         if key not in arrays:
             raise UserError(f"{source} has no array {key!r} (found: {', '.join(arrays) or 'none'}); it needs x and y")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise UserError(f"{source}: x_test and y_test must come together")
+    for key in ("x", "y", "x_test", "y_test", "classes"):
+        if key in arrays and arrays[key].ndim == 0:
+            raise UserError(f"{source}: {key} is a single number, not an array of samples")
     x, y = arrays["x"], arrays["y"].reshape(-1)
     x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
     y_test = y_test.reshape(-1) if y_test is not None else None

@@ -39,6 +39,7 @@ from trainlab.data.datasets import (
     FASHION_CLASSES,
     GREY_MODES,
     MNIST_FILES,
+    _cifar_batch,
     _cifar_blobs,
     _corrupt,
     _dataset_folder,
@@ -255,11 +256,8 @@ def _open_cifar(name: str, root: Path, path: Path | None, download: bool, defaul
     parts = []
     for member in (*layout.train, layout.test):
         blob, source = blobs.pop(member)
-        batch = _unpickle(blob, source)
-        data, labels = batch.get("data"), batch.get(layout.label_key)
-        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None or len(labels) != len(data):
-            raise _corrupt(Path(source), f"expected 'data' of shape (N, 3072) and '{layout.label_key}' of the same length")
-        parts.append((data.astype(np.uint8, copy=False), _labels(labels, len(classes), source)))
+        x, y = _cifar_batch(_unpickle(blob, source), layout.label_key, source, len(classes))  # checked as in memory
+        parts.append((x.numpy().reshape(len(x), -1), y))
     *train, (test_x, test_y) = parts
     origin = str(folder)
     return StreamSource(ArraySource(np.concatenate([x for x, _ in train]), _cifar_to_float, origin),

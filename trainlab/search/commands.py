@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from trainlab.arguments import add_config_args, config_from_args
+from trainlab.io import ensure_writable_dir
 from trainlab.search.space import check_space, load_space
 from trainlab.search.stages import PRUNERS, SAMPLERS, STAGES, SearchOptions, run_search
 from trainlab.search.tune import TuneFailed, tune
@@ -46,6 +47,7 @@ def options_from_args(args):
 
 def cmd_search(args) -> int:
     cfg = config_from_args(args)
+    ensure_writable_dir(args.out, "--out")
     space = load_space(args.space)
     check_space(space, cfg, source=f"search space {args.space!r}")
     options = options_from_args(args)
@@ -56,6 +58,7 @@ def cmd_search(args) -> int:
 
 def cmd_tune(args) -> int:
     cfg = config_from_args(args)
+    ensure_writable_dir(args.out, "--out")
     try:
         tune(cfg, Path(args.out), space_path=args.space, budget=args.budget, workers=args.workers,
              storage=args.storage, study=args.study)

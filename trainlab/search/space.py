@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.config import SCHEMA, flatten, read_yaml, validate
-from trainlab.errors import UserError
+from trainlab.config import SCHEMA, flatten, read_yaml, safe_load, validate
+from trainlab.errors import UserError, short
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 EXAMPLE = "e.g. optim.lr: loguniform(1e-4, 1e-1), model.dropout: uniform(0, 0.5), model.width: int(32, 256), optim.name: choice([sgd, adam])"
@@ -96,31 +96,33 @@ def parse_param(key: str, text, source: str = "search space") -> Param:
         raise UserError(f"{where}: cannot be searched: {RESERVED[key]}")
     match = re.fullmatch(r"\s*([A-Za-z_]+)\s*\((.*)\)\s*", str(text), flags=re.S)
     if match is None or match.group(1) not in KINDS:
-        raise UserError(f"{where}: cannot read {text!r}: expected one of {', '.join(k + '(...)' for k in KINDS)} ({EXAMPLE})")
+        raise UserError(f"{where}: cannot read {short(text)}: expected one of {', '.join(k + '(...)' for k in KINDS)} ({EXAMPLE})")
     kind, body = match.group(1), match.group(2)
     try:
-        args = yaml.safe_load(f"[{body}]")
+        args = safe_load(f"[{body}]", where)
     except yaml.YAMLError:
-        raise UserError(f"{where}: cannot read the arguments of {text!r}") from None
+        raise UserError(f"{where}: cannot read the arguments of {short(text)}") from None
     if kind == "choice":
         choices = args[0] if len(args) == 1 and isinstance(args[0], list) else args
         if not choices:
             raise UserError(f"{where}: choice() needs at least one value")
         return Param(key, kind, choices=tuple(_check_value(key, c, where) for c in choices))
     if len(args) != 2:
-        raise UserError(f"{where}: {kind}(low, high) takes two numbers, got {text!r}")
+        raise UserError(f"{where}: {kind}(low, high) takes two numbers, got {short(text)}")
     try:
         low, high = (float(a) for a in args)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {kind}(low, high) takes two numbers, got {text!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{where}: {kind}(low, high) takes two numbers, got {short(text)}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"{where}: {kind}(low, high) takes finite numbers, got {short(text)}")
     if low > high:
-        raise UserError(f"{where}: low {low:g} > high {high:g} in {text!r}")
+        raise UserError(f"{where}: low {low:g} > high {high:g} in {short(text)}")
     if kind == "loguniform" and low <= 0:
-        raise UserError(f"{where}: a log range needs low > 0 (log of {low:g} is undefined), got {text!r}; "
+        raise UserError(f"{where}: a log range needs low > 0 (log of {low:g} is undefined), got {short(text)}; "
                         "to reach 0, use uniform() or a low end small enough to act as 0 (e.g. 1e-6)")
     if kind == "int":
         if low != int(low) or high != int(high):
-            raise UserError(f"{where}: int(low, high) takes whole numbers, got {text!r}")
+            raise UserError(f"{where}: int(low, high) takes whole numbers, got {short(text)}")
         low, high = int(low), int(high)
     elif SCHEMA[key].kind != "float":
         raise UserError(f"{where}: {kind}() samples real numbers but {key} takes {SCHEMA[key].kind} values; "
@@ -147,7 +149,7 @@ def check_space(space: Space, base: dict, source: str = "search space") -> None:
             try:
                 validate({**flat, key: value})
             except UserError as e:
-                raise UserError(f"{source}, key {key!r}: value {value!r} with the base config: {e}") from None
+                raise UserError(f"{source}, key {key!r}: value {short(value)} with the base config: {e}") from None
 
 
 def space_to_dict(space: Space) -> dict:

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.device import place_worker
-from trainlab.errors import UserError
+from trainlab.errors import UserError, first_line
 from trainlab.search.results import write_results
 from trainlab.search.space import (
     Space,
@@ -41,6 +41,7 @@ from trainlab.search.space import (
 )
 from trainlab.search.study import (
     SurplusTrial,
+    TrialFailed,
     beat_now,
     claim_slot,
     default_storage_url,
@@ -81,9 +82,10 @@ class SearchOptions:
 
     def resolved(self, out: Path) -> SearchOptions:
         o = SearchOptions(**asdict(self))
-        o.trials = o.trials or 20
-        o.refine_trials = o.refine_trials or max(2, math.ceil(o.trials / 2))
-        o.refine_epochs = o.refine_epochs or 3 * o.epochs
+        # `is None`, not `or`: --trials 0 is refused below, not read as "the default"
+        o.trials = 20 if o.trials is None else o.trials
+        o.refine_trials = max(2, math.ceil(o.trials / 2)) if o.refine_trials is None else o.refine_trials
+        o.refine_epochs = 3 * o.epochs if o.refine_epochs is None else o.refine_epochs
         o.stages = o.stages or ("coarse-to-fine" if o.sampler == "random" else "single")
         o.storage = o.storage or default_storage_url(out)
         o.study = o.study or Path(out).resolve().name
@@ -166,6 +168,13 @@ def make_objective(storage, study: optuna.Study, job: SearchJob, label: str, n: 
         except optuna.TrialPruned as e:
             say(f"{head}: {e}")
             raise
+        except (UserError, RuntimeError, MemoryError, ValueError) as e:
+            # One configuration of the space cannot be trained (out of memory, a shape that does
+            # not fit...): that trial FAILs and frees its slot; the study goes on.
+            message = first_line(e)
+            trial.set_user_attr("error", message)
+            say(f"{head}: FAIL ({message})")
+            raise TrialFailed(message) from e
         say(f"{head}: val_acc {value:.4f}")
         return value
 

@@ -41,6 +41,11 @@ class SurplusTrial(Exception):
     """Raised by a trial that found its round already full (another worker took the last slot)."""
 
 
+class TrialFailed(Exception):
+    """Raised by a trial whose configuration could not be trained (recorded FAIL with its
+    ``error`` user attribute); the round goes on with another trial."""
+
+
 # --- storage -----------------------------------------------------------------------------
 def default_storage_url(out: Path) -> str:
     return f"sqlite:///{Path(out).resolve() / 'study.db'}"
@@ -273,6 +278,10 @@ def run_round(study: optuna.Study, label: str, n: int, objective: Callable, say:
         arriving = sum(_unclaimed(t, grace) for t in everything)
         if done >= n and running == 0:
             return trials
+        failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+        if len(failed) >= max(n, 3):  # the space, not one unlucky point, is at fault: stop looping
+            raise UserError(f"round {label}: {len(failed)} trials failed (the last: {failed[-1].user_attrs['error']}); "
+                            "narrow the search space or fix the base config")
         if done + running + arriving >= n:
             if not waiting_said and running:
                 say(f"round {label}: waiting for {running} trial(s) running elsewhere")
@@ -285,6 +294,6 @@ def run_round(study: optuna.Study, label: str, n: int, objective: Callable, say:
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial, TrialFailed), gc_after_trial=False)
         finally:
             optuna.logging.set_verbosity(verbosity)
