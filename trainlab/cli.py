@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from trainlab.errors import UserError
+from trainlab.schema import SCHEMA
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=DIR")
     p.add_argument("--checkpoint", default="best", help="best or last (for a run directory)")
-    p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation")
+    p.add_argument("--tta", default="none", choices=SCHEMA["augment.tta"].choices, help="test-time augmentation")
     p.add_argument("--out", help="where evaluation.json goes (default: the run directory)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from trainlab.checkpoint import is_trainlab_checkpoint, load_checkpoint, save_checkpoint
 from trainlab.errors import UserError
+from trainlab.schema import SCHEMA
 from trainlab.train import Callback, StepInfo, Trainer
 
 # --- snapshot ensembles (Huang et al. 2017, "Snapshot ensembles: train 1, get M for free") ---------
@@ -301,7 +302,7 @@ def register(subparsers) -> None:
                         "together: all before or all after the options")
     p.add_argument("--out", required=True, help="directory for ensemble.json and plots/confusion.png")
     p.add_argument("--method", default="mean", choices=tuple(COMBINE), help="average probabilities or majority vote")
-    p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation per member")
+    p.add_argument("--tta", default="none", choices=SCHEMA["augment.tta"].choices, help="test-time augmentation per member")
     p.add_argument("--snapshots", action="store_true", help="members are the runs' snapshot checkpoints")
     p.set_defaults(func=cmd_ensemble)
 

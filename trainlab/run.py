@@ -28,6 +28,7 @@ from trainlab.callbacks import (
     EarlyStopping,
     MetricsLogger,
     ProgressBar,
+    momentum_annealing,
 )
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import (
@@ -160,6 +161,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     tc = cfg["train"]
     meta = checkpoint_meta(cfg, data, model)
     cbs: list[Callback] = [DivergenceGuard(every=1 if p.device.type == "cpu" else tc["log_every"])] if tc["nan_policy"] == "stop" else []
+    if (annealing := momentum_annealing(cfg, len(p.loader))) is not None:
+        cbs.append(annealing)
     if tc["ema"] > 0:
         cbs.append(EMA(tc["ema"]))
     if tc["early_stopping"] > 0:

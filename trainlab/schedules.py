@@ -258,7 +258,28 @@ def cycle_end_steps(cfg: dict, steps_per_epoch: int) -> list[int]:
     ]
 
 
+# --- momentum annealing ---------------------------------------------------------------------------
+
+
+def annealed_momentum(step: int, steps: int, start: float, end: float) -> float:
+    """Momentum annealing ("Sometimes annealed over time, e.g. from 0.5 -> 0.99", 2016 slides):
+    ρ(step) = start + (end − start) · min(1, step / S) for update number ``step`` = 0, 1, ...,
+    S = ``steps`` (ρ = end when S = 0). With the slides' numbers: 0.5 at the first update, 0.99
+    from update S on.
+
+    Why linear in the update count: like the warm-up of the rate, it is stepped per iteration,
+    so the ramp does not depend on where epochs end.
+    """
+    return end if steps <= 0 else start + (end - start) * min(1.0, step / steps)
+
+
+def momentum_anneal_steps(cfg: dict, steps_per_epoch: int) -> int:
+    """S = round(momentum_anneal_epochs · steps_per_epoch), 0 when annealing is off."""
+    return round(float(cfg["optim"].get("momentum_anneal_epochs", 0.0)) * steps_per_epoch)
+
+
 __all__ = [
+    "annealed_momentum", "momentum_anneal_steps",
     "SCHEDULES", "build_scheduler", "cycle_end_steps", "schedule_curve", "lr_lambda", "warmup",
     "warmup_steps", "total_steps", "PerIterationLambdaLR",
 ]
