@@ -1,4 +1,4 @@
-"""Activation functions (lecture 6, "Activation Functions"), found by name.
+"""Activation functions (slides, reference/002, *Activation Functions*), found by name.
 
 Every entry of :data:`ACTIVATIONS` is a factory
 

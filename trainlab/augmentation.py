@@ -1,4 +1,5 @@
-"""Data augmentation (lecture "Training Neural Networks II", *Regularization: Data Augmentation*).
+"""Data augmentation (the slides, reference/002, and the 2017 lecture 7 transcript, reference/000:
+*Regularization: Data Augmentation*).
 
 "Randomly transform the image in some way during training such that the label is preserved";
 at test time, marginalise the noise out by averaging a fixed set of crops and flips.

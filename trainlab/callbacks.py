@@ -125,8 +125,9 @@ class DivergenceGuard(Callback):
     """Stop on a NaN/inf loss or one that explodes past ``factor`` × the first loss.
 
     The weights after such a step are garbage, so the half-finished epoch is never
-    checkpointed: ``last.pt`` stays the last good state (the lectures' "cost: NaN almost always
-    means high learning rate").
+    checkpointed: ``last.pt`` stays the last good state (the slides: "Loss explodes to Inf or NaN?
+    LR too high, bad initialization"). The ``factor`` (4× the first loss) is trainlab's own
+    threshold, not the lectures'.
     """
 
     name = "divergence_guard"

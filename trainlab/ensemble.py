@@ -1,5 +1,5 @@
-"""Model ensembles (lecture: "Model Ensembles" — "train multiple independent models, at test time
-average their results: enjoy 2% extra performance"), snapshot ensembles and Polyak/EMA weights.
+"""Model ensembles (the 2016 slides, reference/001: "Train multiple independent models" · "At test
+time average their results" · "Enjoy 2% extra performance"), snapshot ensembles and Polyak/EMA weights.
 
     # independent models: same config, different seeds (or different hyperparameters)
     for s in 1 2 3 4 5; do trainlab train -c fm.yaml seed=$s --out runs/fm-$s; done

@@ -1,4 +1,4 @@
-"""Weight initialisation (lecture 6, "Weight Initialization"), found by name.
+"""Weight initialisation (slides, reference/002, *Weight Initialization*), found by name.
 
 Every entry of :data:`INITS` is ``fn(weight, cfg_model) -> None`` and fills ``weight`` in place.
 Din ("fan in") is the number of inputs of one output unit: in_features for a linear layer,

@@ -1,5 +1,5 @@
-"""Regularisation (lecture 7): weight penalties in the loss, and the "add noise in training,
-marginalise it at test time" family — inverted dropout, DropConnect, stochastic depth,
+"""Regularisation (slides, reference/002): weight penalties in the loss, and the family of
+"A common pattern" ("Training: Add random noise" · "Testing: Marginalize over the noise") — inverted dropout, DropConnect, stochastic depth,
 fractional max pooling — plus label smoothing.
 
 Every random mask here is drawn with ``torch.rand`` from the global generator, so

@@ -49,7 +49,8 @@ def constant(t: float, T: float, cfg: dict) -> float:
 def step_decay(t: float, T: float, cfg: dict) -> float:
     """Step decay: α_t = α_0 · gamma^n, n = number of ``milestones`` m (fractions of T) with t ≥ m·T.
 
-    The lecture's ResNet recipe (×0.1 at epochs 30, 60, 90 of 100) is milestones [0.3, 0.6, 0.9].
+    The slides' ResNet recipe ("for ResNets, multiply LR by 0.1 after epochs 30, 60, and 90") is
+    milestones [0.3, 0.6, 0.9] for a 100-epoch run (the 100 is trainlab's choice; the slides give none).
     """
     passed = sum(1 for m in cfg.get("milestones", [0.5, 0.75]) if t + _SLACK >= m * T)
     return float(cfg.get("gamma", 0.1)) ** passed

@@ -1,5 +1,5 @@
-"""Transfer learning (lecture: "Transfer Learning" — "transfer learning busts the myth that you
-need a huge amount of data to train a CNN").
+"""Transfer learning (the 2017 lecture 7 transcript, reference/000: "Transfer learning kind of
+busts this myth that you don't need [sic] a huge amount of data in order to train a CNN").
 
     # 1. a backbone trained on a large data set (here Fashion-MNIST classes 0-4)
     trainlab train data.name=fashion-mnist data.classes=[0,1,2,3,4] model.name=convnet --out runs/src
@@ -13,8 +13,8 @@ Strategies (``transfer.strategy``), each with a new, freshly initialised head fo
     top_k    fine-tune the last ``transfer.k`` blocks of ``model.features`` and the head
     all      fine-tune everything; block i of n learns at ``lr_decay^(n−i)`` × the head's rate
              (lower layers hold generic features that need to change least)
-    head_first  two phases (the 2017 lecture: first train the new last layer "until it
-             converges", then fine-tune the whole network): ``linear`` for up to
+    head_first  two phases (the 2017 lecture: "After that top layer converges ...
+             then you can consider actually trying to update the whole network"): ``linear`` for up to
              ``transfer.head_epochs`` epochs (early stopping, patience 3) into ``<out>/head``,
              then ``all`` from those weights at ``optim.lr × transfer.finetune_lr_scale`` into ``<out>``
     stages   a linear classifier on the pooled features of the last ``transfer.stages`` blocks

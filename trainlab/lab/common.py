@@ -217,8 +217,8 @@ class LabContext:
         """Train ``cfg_at(lr, seed=0)`` for every rate in ``lrs``, keep the one of lowest ``cost``,
         and repeat it with seeds 1 .. seeds−1. Returns the kept rate's trials, seed 0 first.
 
-        Each variant gets its own best rate, as the lectures' comparisons assume (the AlexNet
-        ReLU/tanh figure: "learning rates for each network were chosen independently").
+        Each variant gets its own best rate, as the lectures' comparisons assume (in the AlexNet
+        ReLU/tanh figure, Krizhevsky et al. 2012, each network's rate was chosen independently).
         """
         grid = [self.trial(f"{name}/lr{lr:g}-seed0", cfg_at(lr, 0), data) for lr in lrs]
         best = min(grid, key=cost)

@@ -3,11 +3,13 @@
     coarse   wide ranges, short trials (--trials N, --epochs E: the lectures' "1-5 epochs")
     refine   ranges narrowed around the best coarse trials, longer trials (--refine-trials,
              --refine-epochs); its first slots retrain the best coarse configurations for longer
-             ("pick the best models from step 4, train them for longer")
+             ("Pick best models from Step 4, train them for longer (~10-20 epochs) without
+             learning rate decay": ``tune`` sets schedule.name=constant in its search for that)
 
 After each round, a best value in the outer 10% of its range (in decades for log parameters)
 widens that range and the stage is repeated with half as many trials (at most ``max_widen``
-times): the lectures ask for ranges wide enough that the network blows up at either end.
+times): the 2017 lecture asks for ranges so wide "that your network is kind of blowing up at either end
+of the range".
 
 Every worker runs this same plan against the shared study. Rounds end only when all their
 trials have finished, and the next round's ranges are computed from the finished trials alone,

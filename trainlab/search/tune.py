@@ -124,7 +124,7 @@ def step_checks(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> None:
 
     Only step 2 stops the recipe. A wrong initial loss is a warning with its advice: it costs
     the first iterations (the "hockey stick" of a too-confident softmax) but need not spoil the
-    model, while a model that cannot even overfit a few minibatches will not learn the data set.
+    model, while a model that cannot even overfit ~5 minibatches will not learn the data set.
     """
     from trainlab.babysit.commands import run_checks
 
