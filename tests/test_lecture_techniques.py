@@ -3,6 +3,8 @@ annealing, channel dropout, multi-scale test crops, averaging fractional-pooling
 head-first fine-tuning and linear classifiers on several stages."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,3 +218,32 @@ def test_stages_trains_a_linear_classifier_on_several_frozen_stages(source, tmp_
     cfg = load_config(None, ["data.name=mnist", "transfer.strategy=auto"])
     data = type("D", (), {"train_y": torch.zeros(90), "val_y": torch.zeros(10), "num_classes": 10})()
     assert decide_strategy(cfg, data, {"dataset": "fashion-mnist", "data": {"name": "fashion-mnist"}})[0] == "stages"
+
+
+# --- probes for the lab: Adam without bias correction, the centred sigmoid --------------------------
+
+def test_adam_uncorrected_is_the_slides_adam_almost():
+    from tests.test_optim import X0, compute_gradient, config, torch_path
+
+    ours = torch_path(config("adam_uncorrected", lr=0.05, betas=[0.8, 0.95], eps=1e-7))
+    x, first, second, path = X0.copy(), 0, 0, []
+    for _ in range(len(ours)):
+        dx = compute_gradient(x)
+        first = 0.8 * first + 0.2 * dx
+        second = 0.95 * second + 0.05 * dx * dx
+        x -= 0.05 * first / (np.sqrt(second) + 1e-7)
+        path.append(x.copy())
+    np.testing.assert_allclose(ours, np.array(path), rtol=1e-5, atol=1e-6)
+    # the first step is (1 - b1) / sqrt(1 - b2) times Adam's: lr * 0.2 / sqrt(0.05) per coordinate
+    corrected = torch_path(config("adam", lr=0.05, betas=[0.8, 0.95], eps=1e-7))
+    np.testing.assert_allclose(np.abs(ours[0] - X0), 0.2 / np.sqrt(0.05) * np.abs(corrected[0] - X0), rtol=1e-4)
+
+
+def test_centred_sigmoid_is_sigmoid_minus_a_half():
+    from trainlab.activations import make_activation
+
+    x = torch.linspace(-6, 6, 25)
+    f = make_activation({"activation": "sigmoid_centered"})
+    torch.testing.assert_close(f(x), torch.sigmoid(x) - 0.5)
+    torch.testing.assert_close(f(x), 0.5 * torch.tanh(x / 2))
+    assert abs(float(f(torch.randn(10000)).mean())) < 0.02  # zero-centred on zero-mean inputs

@@ -18,7 +18,7 @@ the linear/conv layer in front of the activation, and the activation slot itself
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from trainlab.registry import Registry
 from trainlab.regularization import DropConnectLinear
@@ -33,6 +33,21 @@ PRELU_INIT = 0.25
 def sigmoid(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
     """σ(x) = 1 / (1 + e^(−x)). Saturates at both ends and is not zero-centred (lecture: don't use)."""
     return nn.Sigmoid()
+
+
+class CentredSigmoid(nn.Module):
+    """σ(x) − ½: the sigmoid's shape and saturation, but zero-centred outputs in (−½, ½)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x) - 0.5
+
+
+@ACTIVATIONS.register("sigmoid_centered")
+def sigmoid_centered(cfg_model: dict, features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = σ(x) − ½ = ½ tanh(x/2). A probe, not a recommendation: it keeps the sigmoid's
+    saturation and removes only its non-zero-centred output (the slides' problem 2, "Sigmoid
+    outputs are not zero-centered"), so ``trainlab lab sigmoid-centring`` can tell the two apart."""
+    return CentredSigmoid()
 
 
 @ACTIVATIONS.register("tanh")

@@ -53,7 +53,7 @@ class EMA(Callback):
 
 
 # The update rules with a momentum (ρ) or a first-moment decay (β1) to anneal.
-ANNEALABLE = ("momentum", "nesterov", "adam", "adamw")
+ANNEALABLE = ("momentum", "nesterov", "adam", "adamw", "adam_uncorrected")
 
 
 class MomentumAnnealing(Callback):
@@ -91,7 +91,7 @@ def momentum_annealing(cfg: dict, steps_per_epoch: int) -> MomentumAnnealing | N
     if o["name"] not in ANNEALABLE:
         raise UserError(f"optim.momentum_anneal_epochs={o['momentum_anneal_epochs']} anneals a momentum, but "
                         f"optim.name={o['name']} has none; use one of {', '.join(ANNEALABLE)} or set it to 0")
-    end = o["betas"][0] if o["name"] in ("adam", "adamw") else o["momentum"]
+    end = o["betas"][0] if "betas" in o and o["name"].startswith("adam") else o["momentum"]
     return MomentumAnnealing(o["momentum_start"], end, momentum_anneal_steps(cfg, steps_per_epoch))
 
 

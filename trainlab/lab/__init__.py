@@ -8,8 +8,10 @@
 Each experiment is a module here, registered in :data:`EXPERIMENTS`; ``common`` holds what they share.
 """
 # Importing a module registers its experiment; this order (the lectures') is `trainlab lab list`'s.
-from trainlab.lab import (  # noqa: F401, E402, I001  # noqa: F401, E402, I001
+from trainlab.lab import (  # noqa: F401, E402, I001
     activations,
+    adam_sgd,
+    adaptive,
     batch_size,
     batchnorm,
     dropout,
