@@ -15,12 +15,14 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     batch_size,
     batchnorm,
     dropout,
+    dropout_training,
     init_stats,
     lbfgs,
     optimizers,
     preprocessing,
     regularization,
     schedules,
+    sigmoid_centring,
 )
 from trainlab.lab.common import EXPERIMENTS, run_experiment
 
