@@ -23,6 +23,7 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     regularization,
     schedules,
     sigmoid_centring,
+    test_time,
 )
 from trainlab.lab.common import EXPERIMENTS, run_experiment
 
