@@ -16,6 +16,7 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     batchnorm,
     dropout,
     dropout_training,
+    fine_tuning,
     init_stats,
     lbfgs,
     optimizers,
