@@ -23,8 +23,9 @@ from trainlab.lab.common import (
 )
 from trainlab.lab.optimizers import SURFACES, run_path, steps_within
 
-EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "lbfgs", "optimizers", "preprocessing",
-            "regularization", "schedules"]
+EXPECTED = ["activations", "adam-sgd", "adaptive", "batch-size", "batchnorm", "dropout", "dropout-training", "fine-tuning",
+            "init-stats", "lbfgs", "optimizers", "preprocessing", "regularization", "schedules", "search-budget",
+            "sigmoid-centring", "test-time"]
 
 
 @pytest.fixture

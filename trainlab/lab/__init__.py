@@ -23,6 +23,7 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     preprocessing,
     regularization,
     schedules,
+    search_budget,
     sigmoid_centring,
     test_time,
 )
