@@ -4,7 +4,6 @@ head-first fine-tuning and linear classifiers on several stages."""
 import json
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
