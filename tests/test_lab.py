@@ -23,9 +23,9 @@ from trainlab.lab.common import (
 )
 from trainlab.lab.optimizers import SURFACES, run_path, steps_within
 
-EXPECTED = ["activations", "adam-sgd", "adaptive", "batch-size", "batchnorm", "dropout", "dropout-training", "fine-tuning",
-            "init-stats", "lbfgs", "optimizers", "preprocessing", "regularization", "schedules", "search-budget",
-            "sigmoid-centring", "test-time"]
+EXPECTED = ["activations", "adam-sgd", "adaptive", "batch-size", "batchnorm", "dropout", "dropout-training", "ensemble",
+            "fine-tuning", "init-depth", "init-stats", "lbfgs", "optimizers", "preprocessing", "regularization", "schedules", "search-budget",
+            "sigmoid-centring", "test-time", "whitening"]
 
 
 @pytest.fixture

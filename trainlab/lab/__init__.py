@@ -21,7 +21,9 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     batchnorm,
     dropout,
     dropout_training,
+    ensemble_gain,
     fine_tuning,
+    init_depth,
     init_stats,
     lbfgs,
     optimizers,
@@ -31,6 +33,7 @@ from trainlab.lab import (  # noqa: F401, E402, I001
     search_budget,
     sigmoid_centring,
     test_time,
+    whitening,
 )
 from trainlab.lab.common import EXPERIMENTS, run_experiment
 
