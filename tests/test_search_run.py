@@ -142,7 +142,7 @@ def test_fanova_importances_find_the_hyperparameter_that_matters():
     rng = random.Random(0)
     dists = {"optim.lr": FloatDistribution(1e-4, 1e-1, log=True), "model.dropout": FloatDistribution(0.0, 0.5)}
     trials = []
-    for i in range(30):
+    for _ in range(30):
         lr, drop = 10 ** rng.uniform(-4, -1), rng.uniform(0, 0.5)
         t = create_trial(params={"optim.lr": lr, "model.dropout": drop}, distributions=dists,
                          value=1 - (math.log10(lr) + 2.5) ** 2 / 10, user_attrs={"stage": "coarse"})
