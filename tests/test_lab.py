@@ -23,8 +23,9 @@ from trainlab.lab.common import (
 )
 from trainlab.lab.optimizers import SURFACES, run_path, steps_within
 
-EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "lbfgs", "optimizers", "preprocessing",
-            "regularization", "schedules"]
+EXPECTED = ["activations", "adam-sgd", "adaptive", "batch-size", "batchnorm", "dropout", "dropout-training", "ensemble",
+            "fine-tuning", "init-depth", "init-stats", "lbfgs", "optimizers", "preprocessing", "regularization", "schedules", "search-budget",
+            "sigmoid-centring", "test-time", "whitening"]
 
 
 @pytest.fixture
@@ -121,3 +122,31 @@ def test_mc_dropout_average_matches_the_scaled_pass_for_a_linear_head():
     model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), Dropout(0.5), torch.nn.Linear(64, 3))
     train_mean, test_mean = expected_train_output(model, torch.randn(32, 4), passes=500)
     assert train_mean == pytest.approx(test_mean, rel=0.03)
+
+
+def test_docs_coverage_table_is_generated_from_the_summary_and_the_headline_matches():
+    """docs/lab.md's coverage table is what trainlab.lab.coverage makes of the page's summary rows,
+    every registered experiment has claims there, and README and lab/__init__ state its totals."""
+    from pathlib import Path
+
+    import trainlab.lab
+    from trainlab.lab.coverage import claims_in_summary, coverage_markdown, coverage_rows
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "lab.md").read_text()
+    assert coverage_markdown(page) in page
+    claims = claims_in_summary(page)
+    assert {e for e, _, _ in claims} == set(EXPERIMENTS.names())
+    total = coverage_rows(claims)[-1]
+    headline = f"{total['claims']} of the lectures' claims with a verdict ({total[AGREES]} agree, {total[PARTLY]}"
+    assert headline in " ".join((root / "README.md").read_text().split())
+    assert f"{total['claims']} claims with verdicts ({total[AGREES]} agree" in " ".join(trainlab.lab.__doc__.split())
+
+
+def test_coverage_counts_verdicts_per_experiment():
+    from trainlab.lab.coverage import claims_in_summary, coverage_rows, summary_rows
+
+    result = {"experiment": "x", "claims": [{"claim": "a b", "verdict": AGREES}, {"claim": "c d", "verdict": DISAGREES}]}
+    rows = coverage_rows(claims_in_summary(summary_rows(result)))
+    assert rows[0] == {"experiment": "[x](#x)", "claims": 2, AGREES: 1, PARTLY: 0, DISAGREES: 1}
+    assert rows[-1]["claims"] == 2

@@ -57,6 +57,9 @@ def test_coarse_to_fine_writes_trials_best_and_plots_and_resumes(tmp_path):
     for name in ("search_optim.lr.png", "search_model.dropout.png", "learning_curves.png", "search_progress.png"):
         assert (out / "plots" / name).stat().st_size > 1000, name
     assert json.loads((out / "search.json").read_text())["trial_epochs"] == sum(int(r["epochs_trained"]) for r in table)
+    imp = json.loads((out / "search.json").read_text())["importances"]
+    assert imp["stage"] == "coarse" and imp["trials"] == 3 and set(imp["importances"]) == {"optim.lr", "model.dropout"}
+    assert sum(imp["importances"].values()) == pytest.approx(1.0, abs=1e-6)
 
     # the same command again: nothing new runs, the results are the same
     before = trial_dirs(out)
@@ -123,3 +126,28 @@ def test_the_docs_space_with_choices_runs_coarse_to_fine_and_resumes(tmp_path):
     before = trial_dirs(out)
     run_search(base, space, out, opts, say=quiet)
     assert trial_dirs(out) == before
+
+
+def test_fanova_importances_find_the_hyperparameter_that_matters():
+    """Validation accuracy that depends on the rate only: fANOVA gives the rate nearly all the variance."""
+    import math
+    import random
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from trainlab.search.results import importances
+
+    rng = random.Random(0)
+    dists = {"optim.lr": FloatDistribution(1e-4, 1e-1, log=True), "model.dropout": FloatDistribution(0.0, 0.5)}
+    trials = []
+    for _ in range(30):
+        lr, drop = 10 ** rng.uniform(-4, -1), rng.uniform(0, 0.5)
+        t = create_trial(params={"optim.lr": lr, "model.dropout": drop}, distributions=dists,
+                         value=1 - (math.log10(lr) + 2.5) ** 2 / 10, user_attrs={"stage": "coarse"})
+        trials.append(t)
+    found = importances(trials, "coarse")
+    assert found["trials"] == 30 and found["importances"]["optim.lr"] > 0.9
+    assert importances(trials[:2], "coarse") is None and importances(trials, "refine") is None
+    assert optuna.trial.TrialState.COMPLETE == trials[0].state

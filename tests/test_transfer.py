@@ -133,7 +133,7 @@ def test_linear_and_top_k_leave_frozen_parameters_out_of_the_optimizer(source):
 @pytest.mark.parametrize("per_class, target, expected", [
     (10, "fashion-mnist", "linear"),   # very little data, similar: linear classifier on top
     (1000, "fashion-mnist", "top_k"),  # quite a lot, similar: fine-tune a few layers
-    (10, "mnist", "linear"),           # very little data, very different: "you're in trouble", linear
+    (10, "mnist", "stages"),           # very little data, very different: "you're in trouble", linear on several stages
     (1000, "mnist", "all"),            # quite a lot, very different: fine-tune a larger number of layers
 ])
 def test_auto_follows_the_lectures_table(per_class, target, expected):

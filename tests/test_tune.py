@@ -16,9 +16,22 @@ def quiet(msg):
     pass
 
 
+def trial_schedules(out) -> set[str]:
+    return {load_config(c)["schedule"]["name"] for c in (out / "trials").rglob("config.yaml")}
+
+
 def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
+    """In the lectures' order: small weight decay in step 3, constant-rate trials, a loop back to
+    step 5, and decay (the config's cosine) only in the final run."""
     out = tmp_path / "tune"
-    doc = tune(load_config(None, TINY), out, budget=BUDGET, say=quiet)
+    doc = tune(load_config(None, TINY), out, budget={**BUDGET, "loops": 1}, say=quiet)
+    assert doc["order"] == "lectures" and doc["search_schedule"] == "constant" and doc["final_schedule"] == "cosine"
+    assert load_config(out / "lr_find" / "config.yaml")["optim"]["weight_decay"] == 1e-4
+    assert trial_schedules(out) == {"constant"}
+    search = json.loads((out / "search.json").read_text())
+    assert [r["round"] for r in search["rounds"]][:3] == ["coarse", "refine", "loop1"]
+    assert all(r["stage"] == "refine" and r["epochs"] == search["rounds"][1]["epochs"] for r in search["rounds"][1:])
+    assert load_config(out / "best.yaml")["schedule"]["name"] == "cosine"
     assert [s["step"] for s in doc["steps"]] == [1, 2, 3, 4, 5, 6, 7] and doc["stopped_at"] is None
     steps = {s["step"]: s for s in json.loads((out / "tune.json").read_text())["steps"]}
     assert steps[2]["passed"] and steps[2]["evidence"][0]["name"] == "overfit_small_sample"
@@ -37,6 +50,16 @@ def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
     assert (out / "trials.csv").exists() and (out / "plots" / "search_optim.lr.png").exists()
     page = (out / "report.html").read_text()
     assert page.count("<h2>Step") == 7 and "data:image/png;base64," in page and "lr_find" in page
+
+
+def test_tune_in_the_earlier_order_keeps_the_schedule_in_every_trial(tmp_path):
+    out = tmp_path / "tune"
+    assert main(["tune", *TINY, "--order", "decay-throughout", "--out", str(out)]) == 0
+    doc = json.loads((out / "tune.json").read_text())
+    assert doc["order"] == "decay-throughout" and doc["search_schedule"] == doc["final_schedule"] == "cosine"
+    assert load_config(out / "lr_find" / "config.yaml")["optim"]["weight_decay"] == 0
+    assert trial_schedules(out) == {"cosine"}
+    assert "loop1" not in [r["round"] for r in json.loads((out / "search.json").read_text())["rounds"]]
 
 
 def test_tune_stops_when_the_model_cannot_overfit_a_small_sample(tmp_path, capsys):

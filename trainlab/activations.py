@@ -1,4 +1,4 @@
-"""Activation functions (lecture 6, "Activation Functions"), found by name.
+"""Activation functions (slides, reference/002, *Activation Functions*), found by name.
 
 Every entry of :data:`ACTIVATIONS` is a factory
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from trainlab.registry import Component, Registry
 from trainlab.regularization import DropConnectLinear
@@ -45,6 +45,21 @@ PRELU_INIT = 0.25
 def sigmoid(features: int | None = None, spatial: bool = False) -> nn.Module:
     """σ(x) = 1 / (1 + e^(−x)). Saturates at both ends and is not zero-centred (lecture: don't use)."""
     return nn.Sigmoid()
+
+
+class CentredSigmoid(nn.Module):
+    """σ(x) − ½: the sigmoid's shape and saturation, but zero-centred outputs in (−½, ½)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x) - 0.5
+
+
+@ACTIVATIONS.register("sigmoid_centered")
+def sigmoid_centered(features: int | None = None, spatial: bool = False) -> nn.Module:
+    """f(x) = σ(x) − ½ = ½ tanh(x/2). A probe, not a recommendation: it keeps the sigmoid's
+    saturation and removes only its non-zero-centred output (the slides' problem 2, "Sigmoid
+    outputs are not zero-centered"), so ``trainlab lab sigmoid-centring`` can tell the two apart."""
+    return CentredSigmoid()
 
 
 @ACTIVATIONS.register("tanh")

@@ -1,4 +1,5 @@
-"""Data augmentation (lecture "Training Neural Networks II", *Regularization: Data Augmentation*).
+"""Data augmentation (the slides, reference/002, and the 2017 lecture 7 transcript, reference/000:
+*Regularization: Data Augmentation*).
 
 "Randomly transform the image in some way during training such that the label is preserved";
 at test time, marginalise the noise out by averaging a fixed set of crops and flips.
@@ -536,28 +537,52 @@ def build_augment(cfg_augment: dict, num_classes: int, x_train: Tensor | None = 
 # --- test-time augmentation -----------------------------------------------------------------
 
 
+# Test-time views (``augment.tta``, ``--tta``).
+TTA_MODES = SCHEMA["augment.tta"].choices
+# Multi-scale testing: the lecture's ResNet resizes to 5 scales {224, 256, 384, 480, 640} for
+# 224 crops, i.e. 1 to ~2.9 times the crop; small images tolerate less, so 3 scales up to 1.5.
+TTA_SCALES = (1.0, 1.25, 1.5)
+
+
+def _five_crops(x: Tensor, h: int, w: int) -> list[Tensor]:
+    """Centre and 4 corner crops of size h×w from an image at least that large."""
+    big_h, big_w = x.shape[-2:]
+    top, left = (big_h - h) // 2, (big_w - w) // 2
+    corners = [(top, left), (0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w)]
+    return [x[..., t : t + h, c : c + w] for t, c in corners]
+
+
 def tta_views(x: Tensor, mode: str) -> list[Tensor]:
     """The fixed views whose predictions are averaged at test time ("average a fixed set of crops").
 
-    none  → [x]
-    flip  → [x, flip(x)]
-    crops → the centre and 4 corner crops of x zero-padded by pad = max(1, H // 8), i.e. x
-            shifted by (0, 0) and (±pad, ±pad), each with and without a horizontal flip: 10
-            views, all the size of x, the first being x itself. Deterministic.
+    none   → [x]
+    flip   → [x, flip(x)]
+    crops  → the centre and 4 corner crops of x zero-padded by pad = max(1, H // 8), i.e. x
+             shifted by (0, 0) and (±pad, ±pad), each with and without a horizontal flip: 10
+             views, all the size of x, the first being x itself. Deterministic.
+    scales → multi-scale testing (the lecture's ResNet: "Resize image at 5 scales ... For each
+             size, use 10 224×224 crops: 4 corners + center, + flips"): the 10 ``crops`` views
+             at scale 1, then for each s in :data:`TTA_SCALES` above 1, x resized (bilinear) to
+             round(s·H) × round(s·W) and its centre and 4 corner H×W crops, with and without a
+             flip: 10 views per scale, 30 in all, each the size of x.
     """
     if mode == "none":
         return [x]
     require_images(x, f"tta={mode}")
     if mode == "flip":
         return [x, x.flip(-1)]
-    if mode == "crops":
-        h, w = x.shape[-2:]
+    h, w = x.shape[-2:]
+    if mode in ("crops", "scales"):
         pad = max(1, h // 8)
-        padded = F.pad(x, (pad, pad, pad, pad))
-        corners = [(pad, pad), (0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
-        crops = [padded[..., top : top + h, left : left + w] for top, left in corners]
-        return crops + [c.flip(-1) for c in crops]
-    raise UserError(f"unknown test-time augmentation {mode!r}; choose one of: none, flip, crops")
+        crops = _five_crops(F.pad(x, (pad, pad, pad, pad)), h, w)
+        views = crops + [c.flip(-1) for c in crops]
+        if mode == "scales":
+            for s in TTA_SCALES[1:]:
+                big = F.interpolate(x, size=(round(s * h), round(s * w)), mode="bilinear", align_corners=False)
+                crops = _five_crops(big, h, w)
+                views += crops + [c.flip(-1) for c in crops]
+        return views
+    raise UserError(f"unknown test-time augmentation {mode!r}; choose one of: {', '.join(TTA_MODES)}")
 
 
 __all__ = [
@@ -578,5 +603,7 @@ __all__ = [
     "build_augment",
     "soft_targets",
     "tta_views",
+    "TTA_MODES",
+    "TTA_SCALES",
     "require_images",
 ]

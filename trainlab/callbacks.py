@@ -15,7 +15,9 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from trainlab.checkpoint import model_state, save_checkpoint, unwrap_model
+from trainlab.errors import UserError
 from trainlab.io import append_jsonl
+from trainlab.schedules import annealed_momentum, momentum_anneal_steps
 from trainlab.train import Callback, StepInfo, Trainer
 
 
@@ -80,6 +82,49 @@ class EMA(Callback):
         self._resumed = state or None
 
 
+# The update rules with a momentum (ρ) or a first-moment decay (β1) to anneal.
+ANNEALABLE = ("momentum", "nesterov", "adam", "adamw", "adam_uncorrected")
+
+
+class MomentumAnnealing(Callback):
+    """Sets every parameter group's momentum ρ (SGD momentum/nesterov) or β1 (Adam family) before
+    each update to :func:`trainlab.schedules.annealed_momentum`: ``start`` → ``end`` over
+    ``steps`` updates. Stateless: on resume the value follows from the trainer's step count.
+    """
+
+    name = "momentum_annealing"
+
+    def __init__(self, start: float, end: float, steps: int):
+        self.start, self.end, self.steps = start, end, steps
+
+    def set(self, trainer: Trainer, step: int) -> None:
+        rho = annealed_momentum(step, self.steps, self.start, self.end)
+        for group in trainer.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (rho, group["betas"][1])
+            elif "momentum" in group:
+                group["momentum"] = rho
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.set(trainer, trainer.state.step)
+
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+        self.set(trainer, step.step)  # step.step updates are done: this is the next one's value
+
+
+def momentum_annealing(cfg: dict, steps_per_epoch: int) -> MomentumAnnealing | None:
+    """The annealing callback for ``optim.momentum_anneal_epochs`` > 0, ending at the configured
+    ρ (``optim.momentum``) or β1 (``optim.betas[0]``); None when it is off."""
+    o = cfg["optim"]
+    if o.get("momentum_anneal_epochs", 0.0) <= 0:
+        return None
+    if o["name"] not in ANNEALABLE:
+        raise UserError(f"optim.momentum_anneal_epochs={o['momentum_anneal_epochs']} anneals a momentum, but "
+                        f"optim.name={o['name']} has none; use one of {', '.join(ANNEALABLE)} or set it to 0")
+    end = o["betas"][0] if "betas" in o and o["name"].startswith("adam") else o["momentum"]
+    return MomentumAnnealing(o["momentum_start"], end, momentum_anneal_steps(cfg, steps_per_epoch))
+
+
 class EarlyStopping(Callback):
     """Stop when validation accuracy has not improved for ``patience`` epochs."""
 
@@ -110,8 +155,9 @@ class DivergenceGuard(Callback):
     """Stop on a NaN/inf loss or one that explodes past ``factor`` × the first loss.
 
     The weights after such a step are garbage, so the half-finished epoch is never
-    checkpointed: ``last.pt`` stays the last good state (the lectures' "cost: NaN almost always
-    means high learning rate").
+    checkpointed: ``last.pt`` stays the last good state (the slides: "Loss explodes to Inf or NaN?
+    LR too high, bad initialization"). The ``factor`` (4× the first loss) is trainlab's own
+    threshold, not the lectures'.
     """
 
     name = "divergence_guard"

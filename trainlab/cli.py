@@ -31,6 +31,7 @@ from trainlab.lab import commands as lab_commands
 from trainlab.plots import plot_confusion
 from trainlab.report import write_report
 from trainlab.run import default_out_dir, prepare_run_dir, train_run
+from trainlab.schema import SCHEMA
 from trainlab.search import commands as search_commands
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=DIR")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="best or last (for a run directory)")
-    p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation")
+    p.add_argument("--tta", default="none", choices=SCHEMA["augment.tta"].choices, help="test-time augmentation")
     p.add_argument("--out", help="where evaluation.json goes (default: the run directory)")
     p.set_defaults(func=cmd_evaluate)
 

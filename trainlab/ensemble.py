@@ -1,5 +1,5 @@
-"""Model ensembles (lecture: "Model Ensembles" — "train multiple independent models, at test time
-average their results: enjoy 2% extra performance"), snapshot ensembles and Polyak/EMA weights.
+"""Model ensembles (the 2016 slides, reference/001: "Train multiple independent models" · "At test
+time average their results" · "Enjoy 2% extra performance"), snapshot ensembles and Polyak/EMA weights.
 
     # independent models: same config, different seeds (or different hyperparameters)
     for s in 1 2 3 4 5; do trainlab train -c fm.yaml seed=$s --out runs/fm-$s; done
@@ -40,6 +40,7 @@ from trainlab.evaluate import metrics_from_probs, predict_probs
 from trainlab.io import ensure_writable_dir, write_json
 from trainlab.plots import plot_confusion
 from trainlab.schedules import cycle_end_steps
+from trainlab.schema import SCHEMA
 from trainlab.train import Callback, StepInfo, Trainer
 
 # --- snapshot ensembles (Huang et al. 2017, "Snapshot ensembles: train 1, get M for free") ---------
@@ -293,7 +294,7 @@ def register(subparsers) -> None:
                         "together: all before or all after the options")
     p.add_argument("--out", required=True, help="directory for ensemble.json and plots/confusion.png")
     p.add_argument("--method", default="mean", choices=tuple(COMBINE), help="average probabilities or majority vote")
-    p.add_argument("--tta", default="none", choices=("none", "flip", "crops"), help="test-time augmentation per member")
+    p.add_argument("--tta", default="none", choices=SCHEMA["augment.tta"].choices, help="test-time augmentation per member")
     p.add_argument("--snapshots", action="store_true", help="members are the runs' snapshot checkpoints")
     p.set_defaults(func=cmd_ensemble)
 

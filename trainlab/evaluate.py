@@ -11,12 +11,18 @@ import torch
 import torch.nn as nn
 
 from trainlab.augmentation import tta_views
+from trainlab.regularization import region_sets
 
 
 @torch.no_grad()
 def predict_probs(models: nn.Module | Iterable[nn.Module], x: torch.Tensor, batch_size: int = 1024,
                   tta: str = "none") -> torch.Tensor:
-    """Mean softmax over models × test-time views, shape (N, C). Models are put in eval mode."""
+    """Mean softmax over models × test-time views × pooling-region sets, shape (N, C).
+
+    Models are put in eval mode. A model with fractional max pooling and
+    ``model.fractional_eval_sets`` = K > 1 contributes the mean over its K fixed region sets
+    (:func:`trainlab.regularization.region_sets`); every other model contributes one set.
+    """
     models = [models] if isinstance(models, nn.Module) else list(models)
     was_training = [m.training for m in models]
     for m in models:
@@ -31,8 +37,12 @@ def predict_probs(models: nn.Module | Iterable[nn.Module], x: torch.Tensor, batc
             views = tta_views(xb, tta)
             total = 0
             for m in models:
-                for v in views:
-                    total = total + torch.softmax(m(v).float(), dim=1)
+                per_model, sets = 0, 0
+                for _ in region_sets(m):
+                    sets += 1
+                    for v in views:
+                        per_model = per_model + torch.softmax(m(v).float(), dim=1)
+                total = total + per_model / sets
             out.append(total / (len(models) * len(views)))
     finally:
         for m, t in zip(models, was_training):

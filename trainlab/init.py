@@ -1,4 +1,4 @@
-"""Weight initialisation (lecture 6, "Weight Initialization"), found by name.
+"""Weight initialisation (slides, reference/002, *Weight Initialization*), found by name.
 
 Every entry of :data:`INITS` is ``fn(weight, **options) -> None`` and fills ``weight`` in place
 (options such as ``std`` or the ``activation`` whose gain to use have their defaults in the

@@ -29,6 +29,7 @@ from trainlab.init import INITS, init_model
 from trainlab.norms import NORMS, make_norm
 from trainlab.registry import Registry, check_bounds, close_matches
 from trainlab.regularization import (
+    ChannelDropout,
     DropConnectLinear,
     Dropout,
     FractionalMaxPool,
@@ -81,7 +82,8 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
                  elu_alpha: float = 1.0, maxout_k: int = 2, norm: str = "none", groups: int = 8,
                  init: str = "kaiming", init_std: float = 0.01, bias_init: float = 0.0, head_scale: float = 0.1,
                  zero_init_residual: bool = True, dropout: float = 0.0, dropconnect: float = 0.0,
-                 stochastic_depth: float = 0.0, fractional_pool: bool = False) -> Classifier:
+                 stochastic_depth: float = 0.0, fractional_pool: bool = False, fractional_eval_sets: int = 1,
+                 channel_dropout: float = 0.0, head_stages: int = 1) -> Classifier:
     """The architecture ``name`` (mlp, convnet, resnet) for ``num_classes`` classes and samples of
     ``input_shape`` — (C, H, W) images or (D,) vectors — initialised, e.g.
     ``create_model("convnet", 10, (1, 8, 8), width=16, norm="batch", dropout=0.1)``.
@@ -98,6 +100,8 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
     for kind, registry in (("activation", ACTIVATIONS), ("norm", NORMS), ("init", INITS)):
         registry.get(options[kind])  # an unknown name fails here, before any layer is built
     model = MODELS.get(name)(options, tuple(input_shape), num_classes)
+    if head_stages > 1:
+        model = read_several_stages(model, head_stages)
     return init_model(model, options)
 
 
@@ -110,6 +114,40 @@ def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Mod
 
 
 WRAPPER_KEYS = ("sync_bn",)  # model.* keys read by the training wrapper, not by create_model
+
+
+class MultiStageFeatures(nn.Sequential):
+    """``model.features`` whose output is the concatenation of the last ``taps`` blocks' outputs,
+    each pooled to one vector per sample: z = [g(h_{n−taps+1}), …, g(h_n)], g = global average
+    pool for feature maps (N, C, H, W), flatten otherwise. A linear head on z is the lecture's
+    "linear classifier from different stages". The blocks keep their names (``features.0``, ...),
+    so state dicts of the plain model load into it.
+    """
+
+    def __init__(self, blocks: nn.Sequential, taps: int):
+        super().__init__(*blocks)
+        if not 1 <= taps <= len(blocks):
+            raise UserError(f"model.head_stages={taps} but model.features has {len(blocks)} blocks; "
+                            f"use 1 to {len(blocks)}")
+        self.taps = taps
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled, first = [], len(self) - self.taps
+        for i, block in enumerate(self):
+            x = block(x)
+            if i >= first:
+                pooled.append(x.mean(dim=(2, 3)) if x.dim() == 4 else torch.flatten(x, 1))
+        return torch.cat(pooled, dim=1)
+
+
+def read_several_stages(model: Classifier, taps: int) -> Classifier:
+    """``model`` with :class:`MultiStageFeatures` over its last ``taps`` blocks and a new linear
+    head as wide as their pooled features together."""
+    features = MultiStageFeatures(model.features, taps)
+    with torch.no_grad():
+        width = features.eval()(torch.zeros(1, *model.input_shape)).shape[1]
+    features.train()
+    return Classifier(features, nn.Linear(width, model.num_classes), model.input_shape, model.num_classes)
 
 
 # --- shared layer builders -------------------------------------------------------------------
@@ -193,9 +231,9 @@ def fit_convnet_depth(depth: int, size: int, fractional: bool) -> int:
 
 @MODELS.register("convnet")
 def convnet(cfg: dict, input_shape: tuple, num_classes: int) -> Classifier:
-    """VGG-style: stage i = 2 × (conv3x3 → norm → activation) with width · 2^i channels, then a
-    2x2 max pool (or a fractional max pool); the last stage ends in global average pooling and
-    dropout, followed by the linear head."""
+    """VGG-style: stage i = 2 × (conv3x3 → norm → activation) with width · 2^i channels, channel
+    dropout (``model.channel_dropout`` > 0), then a 2x2 max pool (or a fractional max pool); the
+    last stage ends in global average pooling and dropout, followed by the linear head."""
     channels, height, width_px = _image_shape(input_shape, "convnet")
     asked, width = cfg["depth"] or CONVNET_DEPTH, cfg["width"] or CONVNET_WIDTH
     depth = fit_convnet_depth(asked, min(height, width_px), cfg["fractional_pool"])
@@ -206,8 +244,10 @@ def convnet(cfg: dict, input_shape: tuple, num_classes: int) -> Classifier:
     for i in range(depth):
         out_c = width * 2**i
         layers = _conv_norm_act(in_c, out_c, cfg) + _conv_norm_act(out_c, out_c, cfg)
+        if cfg["channel_dropout"] > 0:
+            layers.append(ChannelDropout(cfg["channel_dropout"]))
         if i < depth - 1:
-            layers.append(FractionalMaxPool() if cfg["fractional_pool"] else nn.MaxPool2d(2))
+            layers.append(FractionalMaxPool(cfg["fractional_eval_sets"]) if cfg["fractional_pool"] else nn.MaxPool2d(2))
         else:
             layers += _pooled(cfg)
         stages.append(nn.Sequential(*layers))
@@ -284,4 +324,5 @@ def resnet(cfg: dict, input_shape: tuple, num_classes: int) -> Classifier:
 
 
 __all__ = ["MODELS", "create_model", "build_model", "model_config", "Classifier", "BasicBlock", "GlobalAvgPool",
+           "MultiStageFeatures", "read_several_stages",
            "fit_convnet_depth", "resnet_layout"]

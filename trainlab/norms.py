@@ -1,4 +1,4 @@
-"""Normalisation layers (lecture 6/7: batch, layer, instance and group normalisation), found by name.
+"""Normalisation layers (slides, reference/002: batch, layer, instance and group normalisation), found by name.
 
 All of them compute  y = γ (x − μ) / √(σ² + ε) + β  and differ only in the axes μ and σ² are
 taken over (x: N × C × H × W, or N × D for vectors):

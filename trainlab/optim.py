@@ -171,6 +171,50 @@ def adam(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float
     return torch.optim.Adam(_with_lr(params, lr), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
+class AdamAlmost(torch.optim.Optimizer):
+    """The slides' "Adam (almost)", without bias correction:
+    ``first_moment = beta1 * first_moment + (1 - beta1) * dx;
+    second_moment = beta2 * second_moment + (1 - beta2) * dx * dx;
+    x -= learning_rate * first_moment / (np.sqrt(second_moment) + eps)``.
+
+    Both moments start at zero, so the first steps divide by a tiny second moment: the first is
+    lr · (1 − β1)/√(1 − β2) · sign(dx), about 3.2 lr with the default betas, against lr for Adam.
+    Kept to show why Adam corrects the bias (``trainlab lab adaptive``), not for training.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                dx = p.grad if not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["first_moment"] = torch.zeros_like(p)
+                    state["second_moment"] = torch.zeros_like(p)
+                m, v = state["first_moment"], state["second_moment"]
+                m.mul_(b1).add_(dx, alpha=1 - b1)
+                v.mul_(b2).addcmul_(dx, dx, value=1 - b2)
+                p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-group["lr"])
+        return loss
+
+
+@OPTIMIZERS.register("adam_uncorrected", options={"betas": "betas", "eps": "eps"})
+def adam_uncorrected(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                     eps: float = 1e-8) -> torch.optim.Optimizer:
+    """The slides' "Adam (almost)": Adam without bias correction (:class:`AdamAlmost`)."""
+    return AdamAlmost(_with_lr(params, lr), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
 @OPTIMIZERS.register("adamw", options={"betas": "betas", "eps": "eps"})
 def adamw(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
           eps: float = 1e-8) -> torch.optim.Optimizer:

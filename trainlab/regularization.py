@@ -1,5 +1,5 @@
-"""Regularisation (lecture 7): weight penalties in the loss, and the "add noise in training,
-marginalise it at test time" family — inverted dropout, DropConnect, stochastic depth,
+"""Regularisation (slides, reference/002): weight penalties in the loss, and the family of
+"A common pattern" ("Training: Add random noise" · "Testing: Marginalize over the noise") — inverted dropout, DropConnect, stochastic depth,
 fractional max pooling — plus label smoothing.
 
 Every random mask here is drawn with ``torch.rand`` from the global generator, so
@@ -95,6 +95,33 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class ChannelDropout(nn.Module):
+    """Channel (spatial) dropout for conv layers: drop whole feature maps, not single pixels
+    (the lecture: in conv layers "you might drop out entire channels").
+
+    Training: h ← h ⊙ U, U_{n,c} = (rand(N, C) > p) / (1 − p) broadcast over H×W, so one draw
+    zeroes (or keeps) an entire channel of one sample and E[h ⊙ U] = h.
+    Testing: h unchanged (inverted, like :class:`Dropout`).
+
+    Why channels: neighbouring pixels of a feature map are strongly correlated, so dropping single
+    pixels removes little information; dropping the whole map does (Tompson et al. 2015).
+    """
+
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        self.p = _check_probability(p, "channel dropout")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        shape = x.shape[:2] + (1,) * (x.dim() - 2)
+        mask = (torch.rand(shape, device=x.device) > self.p).to(x.dtype) / (1.0 - self.p)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class DropConnectLinear(nn.Linear):
     """DropConnect (Wan et al. 2013): drop connections (weights) instead of activations.
 
@@ -149,16 +176,21 @@ class FractionalMaxPool(nn.FractionalMaxPool2d):
     each side by 1/√2 instead of 1/2, so twice as many pooling layers fit in a network.
 
     Training: fresh pseudo-random pooling regions per sample and channel (``nn.FractionalMaxPool2d``).
-    Testing: one fixed set of regions (the lecture: "stick to some fixed set of pooling
-    regions"), so evaluation is deterministic.
+    Testing: a fixed set of regions, so evaluation is deterministic — the one given by
+    ``eval_sample`` u ∈ [0, 1) (the same u for every sample and channel). The lecture's other
+    choice, "average predictions from several regions", is :func:`region_sets`: the prediction
+    averaged over K fixed sets u_k = (k + ½)/K (``model.fractional_eval_sets``).
     """
 
     RATIO = 1.0 / math.sqrt(2.0)
     # Any fixed u in [0, 1) gives a valid region layout; the middle one is as good as any.
     EVAL_SAMPLE = 0.5
 
-    def __init__(self):
+    def __init__(self, eval_sets: int = 1):
         super().__init__(kernel_size=2, output_ratio=self.RATIO)
+        if eval_sets < 1:
+            raise ValueError(f"eval_sets must be >= 1, got {eval_sets}")
+        self.eval_sets, self.eval_sample = int(eval_sets), self.EVAL_SAMPLE
 
     @classmethod
     def output_size(cls, size: int) -> int:
@@ -169,9 +201,33 @@ class FractionalMaxPool(nn.FractionalMaxPool2d):
         if self.training:
             return super().forward(x)
         n, c = (x.shape[0], x.shape[1]) if x.dim() == 4 else (1, x.shape[0])
-        fixed = torch.full((n, c, 2), self.EVAL_SAMPLE, dtype=x.dtype, device=x.device)
+        fixed = torch.full((n, c, 2), self.eval_sample, dtype=x.dtype, device=x.device)
         return F.fractional_max_pool2d(x, self.kernel_size, output_ratio=self.output_ratio,
                                        _random_samples=fixed)
+
+    def extra_repr(self) -> str:
+        return f"eval_sets={self.eval_sets}"
+
+
+def region_sets(model: nn.Module):
+    """Iterate over the fixed pooling-region sets a model averages at test time.
+
+    Yields once per set k = 0 .. K − 1 with every :class:`FractionalMaxPool` of ``model`` set to
+    u_k = (k + ½)/K, K = the largest ``eval_sets`` among them (1, and u = ½, without fractional
+    pooling); the prediction averaged over the yields is the lecture's "average predictions from
+    several regions". Each pool's own ``eval_sample`` is restored afterwards.
+    """
+    pools = [m for m in model.modules() if isinstance(m, FractionalMaxPool)]
+    sets = max((p.eval_sets for p in pools), default=1)
+    saved = [p.eval_sample for p in pools]
+    try:
+        for k in range(sets):
+            for p in pools:
+                p.eval_sample = (k + 0.5) / sets if sets > 1 else p.eval_sample
+            yield k
+    finally:
+        for p, u in zip(pools, saved):
+            p.eval_sample = u
 
 
 # --- label smoothing ---------------------------------------------------------------------------
@@ -189,5 +245,5 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, eps: float = 0.0) -> 
     return F.cross_entropy(logits, target, label_smoothing=eps)
 
 
-__all__ = ["PENALTIES", "penalty_weights", "weight_penalty", "Dropout", "DropConnectLinear",
-           "StochasticDepth", "FractionalMaxPool", "smoothed_cross_entropy"]
+__all__ = ["PENALTIES", "penalty_weights", "weight_penalty", "Dropout", "ChannelDropout", "DropConnectLinear",
+           "StochasticDepth", "FractionalMaxPool", "region_sets", "smoothed_cross_entropy"]

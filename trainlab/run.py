@@ -32,6 +32,7 @@ from trainlab.callbacks import (
     EarlyStopping,
     MetricsLogger,
     ProgressBar,
+    momentum_annealing,
 )
 from trainlab.checkpoint import RESUME_KEYS, load_checkpoint, load_model_state, require_trainlab_checkpoint
 from trainlab.classifier import (
@@ -267,6 +268,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
     if dp is not None:
         meta["launch"] = dp.describe()
     cbs: list[Callback] = [DivergenceGuard(every=1 if p.device.type == "cpu" else tc["log_every"])] if tc["nan_policy"] == "stop" else []
+    if (annealing := momentum_annealing(cfg, len(p.loader))) is not None:
+        cbs.append(annealing)
     if tc["ema"] > 0:
         cbs.append(EMA(tc["ema"]))
     if tc["early_stopping"] > 0:

@@ -65,7 +65,8 @@ def constant(t: float, T: float) -> float:
 def step_decay(t: float, T: float, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1) -> float:
     """Step decay: α_t = α_0 · gamma^n, n = number of ``milestones`` m (fractions of T) with t ≥ m·T.
 
-    The lecture's ResNet recipe (×0.1 at epochs 30, 60, 90 of 100) is milestones [0.3, 0.6, 0.9].
+    The slides' ResNet recipe ("for ResNets, multiply LR by 0.1 after epochs 30, 60, and 90") is
+    milestones [0.3, 0.6, 0.9] for a 100-epoch run (the 100 is trainlab's choice; the slides give none).
     """
     passed = sum(1 for m in milestones if t + _SLACK >= m * T)
     return float(gamma) ** passed
@@ -301,8 +302,29 @@ def cycle_end_steps(cfg: dict, steps_per_epoch: int) -> list[int]:
     ]
 
 
+# --- momentum annealing ---------------------------------------------------------------------------
+
+
+def annealed_momentum(step: int, steps: int, start: float, end: float) -> float:
+    """Momentum annealing ("Sometimes annealed over time, e.g. from 0.5 -> 0.99", 2016 slides):
+    ρ(step) = start + (end − start) · min(1, step / S) for update number ``step`` = 0, 1, ...,
+    S = ``steps`` (ρ = end when S = 0). With the slides' numbers: 0.5 at the first update, 0.99
+    from update S on.
+
+    Why linear in the update count: like the warm-up of the rate, it is stepped per iteration,
+    so the ramp does not depend on where epochs end.
+    """
+    return end if steps <= 0 else start + (end - start) * min(1.0, step / steps)
+
+
+def momentum_anneal_steps(cfg: dict, steps_per_epoch: int) -> int:
+    """S = round(momentum_anneal_epochs · steps_per_epoch), 0 when annealing is off."""
+    return round(float(cfg["optim"].get("momentum_anneal_epochs", 0.0)) * steps_per_epoch)
+
+
 __all__ = [
     "SCHEDULES", "ScheduleInfo", "create_scheduler", "multiplier_fn", "schedule_options",
     "build_scheduler", "cycle_end_steps", "schedule_curve", "lr_lambda", "warmup",
+    "annealed_momentum", "momentum_anneal_steps",
     "warmup_steps", "total_steps", "PerIterationLambdaLR",
 ]

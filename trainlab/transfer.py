@@ -1,5 +1,5 @@
-"""Transfer learning (lecture: "Transfer Learning" — "transfer learning busts the myth that you
-need a huge amount of data to train a CNN").
+"""Transfer learning (the 2017 lecture 7 transcript, reference/000: "Transfer learning kind of
+busts this myth that you don't need [sic] a huge amount of data in order to train a CNN").
 
     # 1. a backbone trained on a large data set (here Fashion-MNIST classes 0-4)
     trainlab train data.name=fashion-mnist data.classes=[0,1,2,3,4] model.name=convnet --out runs/src
@@ -13,9 +13,15 @@ Strategies (``transfer.strategy``), each with a new, freshly initialised head fo
     top_k    fine-tune the last ``transfer.k`` blocks of ``model.features`` and the head
     all      fine-tune everything; block i of n learns at ``lr_decay^(n−i)`` × the head's rate
              (lower layers hold generic features that need to change least)
+    head_first  two phases (the 2017 lecture: "After that top layer converges ...
+             then you can consider actually trying to update the whole network"): ``linear`` for up to
+             ``transfer.head_epochs`` epochs (early stopping, patience 3) into ``<out>/head``,
+             then ``all`` from those weights at ``optim.lr × transfer.finetune_lr_scale`` into ``<out>``
+    stages   a linear classifier on the pooled features of the last ``transfer.stages`` blocks
+             together (:class:`trainlab.models.MultiStageFeatures`), everything else frozen
     auto     the lectures' table:
                                   very similar data set          very different data set
-             very little data     linear classifier on top       "you're in trouble": linear
+             very little data     linear classifier on top       "you're in trouble": stages
              quite a lot of data  fine-tune a few layers (top_k) fine-tune a larger number (all)
 
 "Very little data" is fewer than ``transfer.little_data`` labelled images per class (default
@@ -54,7 +60,7 @@ from trainlab.classifier import PreprocessedModel, count_params, load_classifier
 from trainlab.config import load_config
 from trainlab.data import load_data
 from trainlab.errors import UserError
-from trainlab.models import build_model
+from trainlab.models import MultiStageFeatures, build_model
 from trainlab.preprocessing import PREPROCESSORS
 from trainlab.run import default_out_dir, prepare_run_dir, train_run
 from trainlab.schema import defaults
@@ -73,11 +79,15 @@ FAMILIES = {
 TABLE = {
     (True, True): ("linear", "very little data x very similar data set: 'use a linear classifier on the top layer'"),
     (False, True): ("top_k", "quite a lot of data x very similar data set: 'fine-tune a few layers'"),
-    (True, False): ("linear", "very little data x very different data set: 'you're in trouble... try a linear "
-                              "classifier from different stages' (trainlab trains it on the top features; compare "
-                              "transfer.strategy=top_k and training from scratch)"),
+    (True, False): ("stages", "very little data x very different data set: 'You're in trouble... Try linear "
+                              "classifier from different stages' (compare transfer.strategy=top_k and training "
+                              "from scratch)"),
     (False, False): ("all", "quite a lot of data x very different data set: 'fine-tune a larger number of layers'"),
 }
+
+
+# head_first: epochs without a better validation accuracy after which the head counts as converged.
+HEAD_PATIENCE = 3
 
 
 # --- the source model -----------------------------------------------------------------------------
@@ -236,7 +246,7 @@ def decide_strategy(cfg: dict, data, source: dict) -> tuple[str, str, bool]:
 
 def trainable_blocks(strategy: str, n_blocks: int, k: int) -> range:
     """Indices of the ``model.features`` blocks that learn (the head always does)."""
-    if strategy == "linear":
+    if strategy in ("linear", "stages"):
         return range(n_blocks, n_blocks)
     if strategy == "top_k":
         if k > n_blocks:
@@ -310,16 +320,26 @@ def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[
     """Transfer the backbone at ``source_path`` to the data of ``cfg``; train into run directory
     ``out`` with train_run; return summary.json (with its ``transfer`` entry)."""
     prepare_run_dir(Path(out), resume=False)  # fail before loading anything
+    if cfg["transfer"]["strategy"] == "head_first":
+        prepare_run_dir(Path(out) / "head", resume=False)
     ckpt, cfg = load_source(source_path, cfg, say)
     data = load_data(cfg)
     source = build_source(ckpt, cfg, data, str(source_path), say)
     model = source.model
-    replace_head(model, cfg["model"], data.num_classes, cfg["seed"])
     strategy, reason, similar = decide_strategy(cfg, data, source.info)
+    if strategy == "stages":
+        read_from_stages(model, cfg, say)
+    replace_head(model, cfg["model"], data.num_classes, cfg["seed"])
     say(f"transfer from {source_path} ({source.info['kind']}, {source.info['dataset'] or 'data set unknown'}) "
         f"to {cfg['data']['name']} with {data.num_classes} classes")
     say(f"strategy {strategy}: {reason}")
-    model, multipliers, details = apply_strategy(model, strategy, cfg["transfer"])
+    head_phase = None
+    if strategy == "head_first":
+        prepare_run_dir(Path(out), resume=False)  # the user's --out is checked before phase 1 writes into it
+        model, head_phase = train_head_first(model, cfg, data, Path(out), say)
+        cfg = copy.deepcopy(cfg)
+        cfg["optim"]["lr"] *= cfg["transfer"]["finetune_lr_scale"]
+    model, multipliers, details = apply_strategy(model, "all" if strategy == "head_first" else strategy, cfg["transfer"])
     trainable = count_params(model, trainable_only=True)
     frozen = count_params(model) - trainable
     say(f"{trainable:,} trainable and {frozen:,} frozen parameters; learning blocks {details['trainable_blocks']} "
@@ -329,8 +349,41 @@ def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[
                 "trainable_params": trainable, "frozen_params": frozen, "source": info, "similar": similar,
                 "images_per_class": images_per_class(data), "little_data": cfg["transfer"]["little_data"],
                 "freeze_bn": cfg["transfer"]["freeze_bn"], **details}
+    if head_phase is not None:
+        transfer["head_phase"] = head_phase
+    # head_first: `out` holds only phase 1's head/ folder, made above, so phase 2 may write beside it.
     return train_run(cfg, out, model=model, lr_multipliers=multipliers, data=data, say=say,
-                     extra_summary={"transfer": transfer})
+                     extra_summary={"transfer": transfer}, force=head_phase is not None)
+
+
+def read_from_stages(model: PreprocessedModel, cfg: dict, say: Callable[[str], None]) -> None:
+    """For ``stages``: the backbone's features become :class:`MultiStageFeatures` over its last
+    ``transfer.stages`` blocks (at most all of them), and ``model.head_stages`` records it in the
+    config, so the saved checkpoint rebuilds the same architecture."""
+    n = len(model.net.features)
+    taps = min(cfg["transfer"]["stages"], n)
+    if taps < cfg["transfer"]["stages"]:
+        say(f"transfer.stages={cfg['transfer']['stages']} but the backbone has {n} blocks: reading all {n}")
+    model.net.features = MultiStageFeatures(model.net.features, taps)
+    cfg["model"]["head_stages"] = taps
+
+
+def train_head_first(model: PreprocessedModel, cfg: dict, data, out: Path,
+                     say: Callable[[str], None]) -> tuple[PreprocessedModel, dict]:
+    """Phase 1 of ``head_first``: the new head alone on frozen features, trained into
+    ``out/head`` until it converges (``transfer.head_epochs`` epochs at most, early stopping
+    after 3 without a better validation accuracy). Returns the model with the head's best weights
+    (unfrozen wrapper: phase 2 decides what learns) and that run's figures."""
+    head_cfg = copy.deepcopy(cfg)
+    head_cfg["train"]["epochs"] = cfg["transfer"]["head_epochs"]
+    head_cfg["train"]["early_stopping"] = HEAD_PATIENCE
+    frozen, _, _ = apply_strategy(model, "linear", cfg["transfer"])
+    say(f"head_first, phase 1: the new head alone for up to {head_cfg['train']['epochs']} epochs into {out / 'head'}")
+    summary = train_run(head_cfg, out / "head", model=frozen, data=data, say=say, report=False)
+    say(f"head_first, phase 2: the whole network at optim.lr x {cfg['transfer']['finetune_lr_scale']:g}")
+    phase = {"run": "head", "epochs": summary["epochs"], "best_val_acc": summary["best_val_acc"],
+             "test_acc": summary["test_acc"], "stop_reason": summary["stop_reason"]}
+    return PreprocessedModel(frozen.preprocess, frozen.net), phase
 
 
 def cmd_finetune(args) -> int:
@@ -355,4 +408,4 @@ def register(subparsers) -> None:
 
 __all__ = ["FAMILIES", "TABLE", "Source", "FrozenNormClassifier", "load_source", "build_source", "replace_head",
            "similar_data", "choose_strategy", "decide_strategy", "trainable_blocks", "freeze", "layer_lr_multipliers",
-           "frozen_batch_norms", "apply_strategy", "finetune", "register"]
+           "frozen_batch_norms", "apply_strategy", "finetune", "read_from_stages", "train_head_first", "register"]

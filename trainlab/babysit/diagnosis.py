@@ -22,8 +22,9 @@ from trainlab.optim import base_lr
 
 # --- thresholds -----------------------------------------------------------------------------------
 
-# Update-to-weight ratio ‖ΔW‖/‖W‖ of one step: about 1e-3 is healthy (the lecture's rule of
-# thumb). It is a rough rule — Adam's first steps on a freshly initialised MLP give ~1e-2 and
+# Update-to-weight ratio ‖ΔW‖/‖W‖ of one step: about 1e-3 is healthy. The rule of thumb is from
+# the CS231n course notes (Neural Networks Part 3, section on the ratio of weights to updates), not from the
+# lecture files in shared/reference. It is a rough rule — Adam's first steps on a freshly initialised MLP give ~1e-2 and
 # train well — so only a ratio 100× away from it, i.e. outside [1e-5, 1e-1], is called a problem.
 HEALTHY_UPDATE_RATIO = 1e-3
 UPDATE_RATIO_LOW = HEALTHY_UPDATE_RATIO / 100
@@ -46,7 +47,7 @@ GOT_WORSE = 0.25
 # gap compares the same model on both splits, as the lectures' curves do. (The running average
 # over an epoch, ``train_acc_running``, lags far behind: 0.86 against 0.99 validation after one
 # MNIST epoch.)
-# "Huge train/val gap means overfitting": final train accuracy exceeds validation accuracy by
+# "Huge train / val gap means overfitting": final train accuracy exceeds validation accuracy by
 # more than 10 points. A well-regularised model usually stays within a few points (the default
 # digits run: 2 points), so 10 is a gap no one would call noise on a validation split of ≥ 100.
 OVERFIT_GAP = 0.10
@@ -58,7 +59,7 @@ MEMORISED_ACC, MEMORISED_GAP = 0.99, 0.05
 # curves have crossed over from learning to memorising.
 OVERFIT_VAL_LOSS_RISE = 0.25
 
-# "No gap between train/val means underfitting": training accuracy below 90% with validation
+# "No gap between train / val means underfitting": training accuracy below 90% with validation
 # within 5 points of it (or above it). A model with enough capacity fits its training set almost
 # perfectly (the sanity check asks for 100% on a small sample).
 UNDERFIT_TRAIN_ACC = 0.90

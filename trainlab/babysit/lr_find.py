@@ -1,5 +1,6 @@
 """Learning-rate range test (lecture, step 3: "find a learning rate that makes the loss drop
-significantly within ~100 iterations"; Smith 2017, "Cyclical learning rates").
+significantly within ~100 iterations"; Smith 2017, *Cyclical Learning Rates for
+Training Neural Networks*).
 
 A fresh model (the user's run is never touched) is trained for ``steps`` iterations while the
 rate grows exponentially from ``min_lr`` to ``max_lr``:

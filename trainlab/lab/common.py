@@ -27,7 +27,7 @@ import torch
 
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
-from trainlab.config import load_config
+from trainlab.config import load_config, parse_overrides
 from trainlab.data import load_data_cached
 from trainlab.errors import UserError
 from trainlab.io import write_json
@@ -190,7 +190,10 @@ class LabContext:
 
     def config(self, defaults: list[str], *variant: str) -> dict:
         """A validated config: lab base, experiment ``defaults``, user overrides, then ``variant``."""
-        return load_config(None, LAB_BASE + list(defaults) + list(self.overrides) + list(variant))
+        flat = {}
+        for layer in (LAB_BASE, defaults, self.overrides, variant):  # a later layer overrides, without a warning
+            flat.update(parse_overrides(list(layer)))
+        return load_config(None, flat)
 
     def data(self, cfg: dict):
         """The data bundle for ``cfg``, loaded once per distinct ``data`` section and seed."""
@@ -214,8 +217,8 @@ class LabContext:
         """Train ``cfg_at(lr, seed=0)`` for every rate in ``lrs``, keep the one of lowest ``cost``,
         and repeat it with seeds 1 .. seeds−1. Returns the kept rate's trials, seed 0 first.
 
-        Each variant gets its own best rate, as the lectures' comparisons assume (the AlexNet
-        ReLU/tanh figure: "learning rates for each network were chosen independently").
+        Each variant gets its own best rate, as the lectures' comparisons assume (in the AlexNet
+        ReLU/tanh figure, Krizhevsky et al. 2012, each network's rate was chosen independently).
         """
         grid = [self.trial(f"{name}/lr{lr:g}-seed0", cfg_at(lr, 0), data) for lr in lrs]
         best = min(grid, key=cost)

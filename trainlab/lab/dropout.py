@@ -114,7 +114,7 @@ def dropout_claims(rows: dict, train_vs_test: tuple[float, float]) -> list[dict]
               AGREES if abs(train_mean / test_mean - 1) <= 0.02 else PARTLY if abs(train_mean / test_mean - 1) <= 0.1
               else DISAGREES),
         claim("With p=0.5, using all inputs in the forward pass would inflate the activations by 2x from what the "
-              "network was 'used to' during training! => Have to compensate by scaling the activations back down",
+              "network was \"used to\" during training! => Have to compensate by scaling the activations back down",
               SLIDES_2016,
               f"without the scaling, activations are {inflation:.2f}x the training expectation; test accuracy "
               f"{unscaled['test_acc']:.3f} (scaled: {scaled['test_acc']:.3f}), test loss {unscaled['test_loss']:.3g} "

@@ -1,6 +1,6 @@
 """``trainlab lab init-stats``: activation statistics of the lecture's deep stack under each initialisation.
 
-The slides' experiment, at its full size: "Forward pass for a 6-layer net with hidden size 4096",
+The slides' experiment, at its full size: "Forward pass for a 6-layer … net with hidden size 4096",
 16 inputs x ~ N(0, 1), no training — for tanh with W ~ N(0, 0.01²) ("All activations tend to zero
 for deeper network layers"), N(0, 0.05²) ("All activations saturate"), Xavier ("Just right"),
 and relu with Xavier ("Activations collapse to zero again") and Kaiming ("Just right"). The

@@ -4,7 +4,7 @@ sgd, momentum, nesterov, adagrad, rmsprop and adam — trainlab's :data:`OPTIMIZ
 torch's update rules — each minimise four 2-D functions drawn in the lecture: the ill-conditioned
 quadratic ("taco shell"), the same quadratic turned by 45°, a saddle point, and the quadratic with
 noisy gradients. Each optimiser gets its own learning rate from a grid (the lecture: "probably you
-should have separately tuned the learning rates per algorithm"); the table gives the steps each
+should have separately turned [sic: tuned] the learning rates per algorithm"); the table gives the steps each
 needs to come within a tolerance of the minimum.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``trainlab lab preprocessing``: un-centred inputs make the loss sensitive to the weights.
 
 The lecture (slides, "Data Preprocessing"): "Before normalization: classification loss very
-sensitive to changes in weight matrix; hard to optimize. After normalization: less sensitive to
-small changes in weights; easier to optimize." The same small net is trained on raw, centred
+sensitive to changes in weight matrix; hard to optimize" · "After normalization: less sensitive to
+small changes in weights; easier to optimize". The same small net is trained on raw, centred
 (mean image subtracted) and standardised inputs — and, to reproduce the lecture's picture of a
 data cloud "far away from the origin", on raw inputs shifted away from zero. Measured: how much
 a small random change of the first layer's weights raises the trained model's loss, and how

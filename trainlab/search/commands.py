@@ -26,6 +26,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=2, help="epochs per coarse trial (default 2: the lectures' 1-5)")
     p.add_argument("--refine-trials", type=int, help="trials in the refine round (default half of --trials)")
     p.add_argument("--refine-epochs", type=int, help="epochs per refine trial (default 3 x --epochs)")
+    p.add_argument("--loops", type=int, default=0,
+                   help="the slides' step 7, 'GOTO step 5': up to this many more refine rounds, while each raises the best (default 0)")
     p.add_argument("--sampler", default="random", choices=SAMPLERS, help="random (default), grid, or Optuna's tpe")
     p.add_argument("--grid-points", type=int, default=3, help="grid: values per numeric parameter (default 3)")
     p.add_argument("--stages", choices=STAGES, help="default: coarse-to-fine for random, single for grid and tpe")
@@ -42,7 +44,7 @@ def options_from_args(args):
     return SearchOptions(trials=args.trials, epochs=args.epochs, refine_trials=args.refine_trials,
                          refine_epochs=args.refine_epochs, stages=args.stages, sampler=args.sampler,
                          grid_points=args.grid_points, pruner=args.pruner, storage=args.storage, study=args.study,
-                         workers=args.workers, heartbeat=args.heartbeat, monitors=args.monitors)
+                         workers=args.workers, heartbeat=args.heartbeat, monitors=args.monitors, loops=args.loops)
 
 
 def cmd_search(args) -> int:
@@ -61,7 +63,7 @@ def cmd_tune(args) -> int:
     ensure_writable_dir(args.out, "--out")
     try:
         tune(cfg, Path(args.out), space_path=args.space, budget=args.budget, workers=args.workers,
-             storage=args.storage, study=args.study)
+             storage=args.storage, study=args.study, order=args.order)
     except TuneFailed as e:
         print(f"trainlab tune: stopped at step {e.step}: {e}")
         return 1
@@ -86,4 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="search worker processes (default 1)")
     p.add_argument("--storage", help="database URL for the search study (default: sqlite in OUT/search)")
     p.add_argument("--study", help="study name (default: the name of the --out directory)")
+    p.add_argument("--order", default="lectures", choices=("lectures", "decay-throughout"),
+                   help="lectures (default): constant rate while searching, small weight decay in the range test, "
+                        "loops back to step 5 while they help, decay only for the final model; decay-throughout: "
+                        "every trial uses the config's schedule (trainlab's earlier behaviour)")
     p.set_defaults(func=cmd_tune)

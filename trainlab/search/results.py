@@ -192,6 +192,22 @@ def plot_progress(trials: list[FrozenTrial], plots: Path) -> Path | None:
     return save_figure(fig, plots / "search_progress.png")
 
 
+def importances(trials: list[FrozenTrial], stage: str) -> dict | None:
+    """Which hyperparameter mattered: Optuna's fANOVA importances (Hutter et al. 2014, shares of
+    the variance in validation accuracy that sum to 1) over the finished trials of ``stage`` —
+    one stage, so every trial had the same length. None with fewer than 3 such trials or a single
+    searched parameter."""
+    done = [t for t in trials if t.user_attrs.get("stage") == stage and t.state == TrialState.COMPLETE and t.params]
+    names = {k for t in done for k in t.params}
+    if len(done) < 3 or len(names) < 2:
+        return None
+    study = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
+    study.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value)
+                      for t in done])
+    found = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return {"stage": stage, "trials": len(done), "importances": {k: float(v) for k, v in found.items()}}
+
+
 def results_html(out: Path, summary: dict) -> str:
     """The search's section of a report: best trial, rounds, and the plots (embedded)."""
     best = summary.get("best") or {}
@@ -207,6 +223,10 @@ def results_html(out: Path, summary: dict) -> str:
     parts.append("</table>")
     if best:
         parts.append("<h3>Best values</h3>" + html_table(best.get("overrides", {})))
+    if summary.get("importances"):
+        imp = summary["importances"]
+        parts.append(f"<h3>Which hyperparameter mattered (fANOVA over the {imp['trials']} finished {imp['stage']} "
+                     "trials)</h3>" + html_table({k: f"{v:.2f}" for k, v in imp["importances"].items()}))
     pngs = [out / "plots" / name for name in summary.get("plots", [])]
     parts.append("".join(embed_png(p) for p in pngs if p.exists()))
     return "".join(parts)
@@ -233,6 +253,7 @@ def write_results(study: optuna.Study, base: dict, space: Space, rounds: list[di
         "trial_epochs": sum(epochs_trained(t) for t in trials),
         "best": describe(best),
         "best_by_stage": {r["stage"]: describe(best_trial(trials, r["stage"])) for r in rounds},
+        "importances": importances(trials, rounds[0]["stage"]) if rounds else None,
         "progress": dict(zip(("trial_epochs", "best_val_acc"), progress_curve(trials))),
         "plots": [p.name for p in made if p is not None],
         "wall_seconds": wall,

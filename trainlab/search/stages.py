@@ -3,11 +3,18 @@
     coarse   wide ranges, short trials (--trials N, --epochs E: the lectures' "1-5 epochs")
     refine   ranges narrowed around the best coarse trials, longer trials (--refine-trials,
              --refine-epochs); its first slots retrain the best coarse configurations for longer
-             ("pick the best models from step 4, train them for longer")
+             ("Pick best models from Step 4, train them for longer (~10-20 epochs) without
+             learning rate decay": ``tune`` sets schedule.name=constant in its search for that)
+
+``loops`` > 0 adds the recipe's step 7, "GOTO step 5": up to ``loops`` more refine rounds, each
+narrowed around the best refine trials so far, with half the refine trials and the same epochs
+(so every refine trial is compared fairly), run only while the round before raised the best
+validation accuracy ("while it still helps"; the loops are the bound).
 
 After each round, a best value in the outer 10% of its range (in decades for log parameters)
 widens that range and the stage is repeated with half as many trials (at most ``max_widen``
-times): the lectures ask for ranges wide enough that the network blows up at either end.
+times): the 2017 lecture asks for ranges so wide "that your network is kind of blowing up at either end
+of the range".
 
 Every worker runs this same plan against the shared study. Rounds end only when all their
 trials have finished, and the next round's ranges are computed from the finished trials alone,
@@ -77,6 +84,7 @@ class SearchOptions:
     workers: int = 1
     heartbeat: int = 10  # seconds between heartbeats; 3 missed beats make a trial stale
     max_widen: int = 2
+    loops: int = 0  # step 7 "GOTO step 5": extra refine rounds while they raise the best
     top_k: int = 3  # best coarse trials the refine ranges are narrowed around
     monitors: bool = False
 
@@ -96,6 +104,8 @@ class SearchOptions:
         for name in ("trials", "epochs", "refine_trials", "refine_epochs", "grid_points", "workers", "heartbeat", "top_k"):
             if getattr(o, name) < 1:
                 raise UserError(f"bad value {getattr(o, name)} for --{name.replace('_', '-')}: expected an integer >= 1")
+        if o.loops < 0:
+            raise UserError(f"bad value {o.loops} for --loops: expected an integer >= 0")
         if o.sampler == "tpe" and o.stages == "coarse-to-fine":
             raise UserError("--sampler tpe narrows its ranges by itself; use it with --stages single "
                             "(coarse-to-fine is the by-hand version of what TPE does)")
@@ -107,6 +117,11 @@ class Stage:
     name: str
     trials: int
     epochs: int
+    label: str = ""  # its rounds' label when it differs from the name (the loops of step 7)
+
+    @property
+    def round_label(self) -> str:
+        return self.label or self.name
 
 
 def plan_stages(o: SearchOptions) -> list[Stage]:
@@ -197,7 +212,31 @@ def search_worker(job: SearchJob, say: Callable[[str], None] = print) -> list[di
             if o.sampler != "grid":
                 seeds = {i: t.user_attrs["overrides"] for i, t in enumerate(best[: stage.trials // 2])}
         previous, space = run_stage(storage, study, job, stage, space, seeds, rounds, say)
+    if o.stages == "coarse-to-fine" and o.loops:
+        run_loops(storage, study, job, previous, space, rounds, say)
     return rounds
+
+
+def run_loops(storage, study: optuna.Study, job: SearchJob, refined: list[FrozenTrial], space: Space,
+              rounds: list[dict], say: Callable[[str], None]) -> None:
+    """Step 7, "GOTO step 5": more refine rounds around the best refine trials so far, while the
+    round before raised the best validation accuracy, at most ``loops`` of them. Their trials
+    belong to the refine stage (same epochs), so the search's best is the best of them all."""
+    o = job.options
+    for loop in range(1, o.loops + 1):
+        best = top_trials(refined, o.top_k)
+        if not best:
+            return
+        before = best[0].value
+        space = narrow_space(space, [t.user_attrs["overrides"] for t in best])
+        stage = Stage("refine", max(2, math.ceil(o.refine_trials / 2)), o.refine_epochs, label=f"loop{loop}")
+        trials, space = run_stage(storage, study, job, stage, space, {}, rounds, say)
+        refined = refined + trials
+        after = top_trials(refined, 1)
+        rounds[-1]["improved"] = bool(after and after[0].value > before)
+        if not rounds[-1]["improved"]:
+            say(f"round loop{loop}: no better validation accuracy than {before:.4f}: back to step 5 no more")
+            return
 
 
 def run_stage(storage, study: optuna.Study, job: SearchJob, stage: Stage, space: Space, seeds: dict[int, dict],
@@ -209,7 +248,7 @@ def run_stage(storage, study: optuna.Study, job: SearchJob, stage: Stage, space:
     stage_trials: list[FrozenTrial] = []
     repeats = o.max_widen if o.stages == "coarse-to-fine" else 0
     for repeat in range(repeats + 1):
-        label = stage.name if repeat == 0 else f"{stage.name}.{repeat + 1}"
+        label = stage.round_label if repeat == 0 else f"{stage.round_label}.{repeat + 1}"
         space, seeds = settle_round(study, label, space, seeds)
         if o.sampler == "grid":
             points = dict(enumerate(grid_points(space, o.grid_points)))

@@ -3,11 +3,20 @@ one step after another, each leaving its evidence in ``tune.json`` and ``report.
 
     1. check the initial loss (ln C with regularisation off, higher with it on; a warning only)
     2. overfit a small sample (if the model cannot, stop: nothing later can fix that)
-    3. find a learning rate that makes the loss go down (range test)
-    4. coarse search, 1-5 epochs, around the rate of step 3
-    5. refine: ranges narrowed around the best, longer trials
+    3. find a learning rate that makes the loss go down (range test), with small weight decay on
+    4. coarse search, 1-5 epochs, around the rate of step 3, at a constant rate
+    5. refine: ranges narrowed around the best, longer trials, still at a constant rate; then
+       the slides' step 7, "GOTO step 5": more refine rounds while they raise the best
+       validation accuracy (``loops`` of the budget at most)
     6. look at the curves of the best trial (the curve diagnosis)
-    7. train the final model with the best configuration (the base config's epochs)
+    7. train the final model with the best configuration, the base config's epochs and its
+       learning-rate schedule: decay is added only now
+
+The order is the lectures' (``order="lectures"``, the default): the slides' step 5 trains "without
+learning rate decay", and the 2017 lecture calls decay a second-order hyperparameter, to be added
+after a good rate has been picked without it. ``order="decay-throughout"`` is trainlab's earlier
+behaviour, kept to measure against: every trial uses the config's schedule (cosine by default),
+step 3 runs without weight decay and there is no loop (docs/search.md compares the two).
 
     trainlab tune --out runs/tune                        # digits, default model
     trainlab tune -c my.yaml --space my_space.yaml --budget medium --out runs/tune
@@ -46,9 +55,13 @@ from trainlab.search.trials import cached_data
 # Steps 4-5: trials and epochs. small: a few minutes on digits; medium: more trials and the
 # longer refine the lectures suggest ("~10-20 epochs").
 BUDGETS = {
-    "small": dict(trials=8, epochs=2, refine_trials=3, refine_epochs=6, max_widen=1),
-    "medium": dict(trials=20, epochs=3, refine_trials=8, refine_epochs=12, max_widen=2),
+    "small": dict(trials=8, epochs=2, refine_trials=3, refine_epochs=6, max_widen=1, loops=1),
+    "medium": dict(trials=20, epochs=3, refine_trials=8, refine_epochs=12, max_widen=2, loops=2),
 }
+ORDERS = ("lectures", "decay-throughout")
+# Step 3's "turn on small weight decay" when the config has none: the smallest nonzero value of
+# the slides' "Good weight decay to try: 1e-4, 1e-5, 0" that visibly acts on the default MLP.
+SMALL_WEIGHT_DECAY = 1e-4
 # The lectures' "1-5 epochs" assume large data sets. A coarse trial must make at least the ~100
 # updates in which step 3 asks the loss to "drop significantly", or it only measures which rate
 # is fastest off the mark: on digits (21 updates an epoch) 2-epoch trials chose a rate 20x the
@@ -132,7 +145,7 @@ def step_checks(cfg: dict, recipe: Recipe, say: Callable[[str], None]) -> None:
 
     Only step 2 stops the recipe. A wrong initial loss is a warning with its advice: it costs
     the first iterations (the "hockey stick" of a too-confident softmax) but need not spoil the
-    model, while a model that cannot even overfit a few minibatches will not learn the data set.
+    model, while a model that cannot even overfit ~5 minibatches will not learn the data set.
     """
     results = babysit_commands.run_checks(cfg, recipe.out / "checks", say=lambda msg: None)
     by_name = {r["name"]: r for r in results}
@@ -227,14 +240,36 @@ def last_epoch_test_acc(cfg: dict, run_dir: Path) -> float | None:
                     cfg["train"]["eval_batch_size"])["acc"]
 
 
+def range_test_config(cfg: dict, order: str) -> dict:
+    """Step 3's config: the slides' "use all training data, turn on small weight decay" — the
+    config's own decay or penalty if it has one, else weight decay SMALL_WEIGHT_DECAY
+    (decay-throughout: the config as it is)."""
+    if order != "lectures" or cfg["optim"]["weight_decay"] > 0 or cfg["reg"]["penalty"] != "none":
+        return cfg
+    return cfg_with(cfg, {"optim.weight_decay": SMALL_WEIGHT_DECAY})
+
+
+def search_config(cfg: dict, lr: float, order: str) -> dict:
+    """Steps 4-5's base: the config at step 3's rate; in the lectures' order with a constant rate
+    (warm-up, which is not decay, is kept)."""
+    changes = {"optim.lr": lr, **({"schedule.name": "constant"} if order == "lectures" else {})}
+    return cfg_with(cfg, changes)
+
+
 def tune(cfg: dict, out: Path, space_path: str | None = None, budget: str | dict = "small", workers: int = 1,
-         storage: str | None = None, study: str | None = None, say: Callable[[str], None] = print) -> dict:
+         storage: str | None = None, study: str | None = None, say: Callable[[str], None] = print,
+         order: str = "lectures") -> dict:
     """Run the recipe into ``out``; returns tune.json's contents. Raises TuneFailed at a failed step
     (tune.json and report.html then show the evidence up to it). ``budget``: a name in BUDGETS,
-    or a dict like them (trials, epochs, refine_trials, refine_epochs, max_widen)."""
+    or a dict like them (trials, epochs, refine_trials, refine_epochs, max_widen, loops).
+    ``order``: "lectures" or "decay-throughout" (see the module docstring)."""
     if isinstance(budget, str) and budget not in BUDGETS:
         raise UserError(f"bad value {budget!r} for --budget: expected one of {', '.join(BUDGETS)}")
-    plan = BUDGETS[budget] if isinstance(budget, str) else budget
+    if order not in ORDERS:
+        raise UserError(f"bad value {order!r} for --order: expected one of {', '.join(ORDERS)}")
+    plan = dict(BUDGETS[budget] if isinstance(budget, str) else budget)
+    if order != "lectures":
+        plan["loops"] = 0
     out = Path(out)
     user_space = load_space(space_path) if space_path else None
     if user_space is not None:
@@ -245,27 +280,32 @@ def tune(cfg: dict, out: Path, space_path: str | None = None, budget: str | dict
     recipe = Recipe(out, budget if isinstance(budget, str) else "custom", [], time.perf_counter())
     try:
         step_checks(cfg, recipe, say)
-        found = step_lr_find(cfg, recipe, say)
+        found = step_lr_find(range_test_config(cfg, order), recipe, say)
         lr = float(found["suggested_lr"])
-        search_cfg = cfg_with(cfg, {"optim.lr": lr})  # the rate of step 3 unless the space varies it
+        final_base = cfg_with(cfg, {"optim.lr": lr})  # the rate of step 3 unless the space varies it
+        search_cfg = search_config(cfg, lr, order)
         space = user_space or default_space(cfg, found)
         check_space(space, search_cfg, source="tune's search space")
         data = cached_data(search_cfg)
         updates = math.ceil(len(data.train_y) / search_cfg["train"]["batch_size"])
         options.epochs, options.refine_epochs = trial_lengths(plan, updates, cfg["train"]["epochs"])
-        say(f"[tune] steps 4-5: {options.trials} trials of {options.epochs} epochs ({updates} updates each epoch), "
-            f"then {options.refine_trials} of {options.refine_epochs}, over "
+        say(f"[tune] steps 4-5 ({order} order: schedule {search_cfg['schedule']['name']} while searching, "
+            f"{final_base['schedule']['name']} for the final model): {options.trials} trials of {options.epochs} epochs "
+            f"({updates} updates each epoch), then {options.refine_trials} of {options.refine_epochs}"
+            f"{f' and up to {options.loops} loop(s) back to step 5' if options.loops else ''}, over "
             + ", ".join(f"{k} {v}" for k, v in space_to_dict(space).items()))
         search = step_search(search_cfg, space, options, recipe, say)
         verdicts = step_curves(search["best"], recipe, say)
-        final = step_final(search_cfg, search["best"], recipe, say,
+        final = step_final(final_base, search["best"], recipe, say,
                            extra={"suggested_lr": lr, "best_trial": search["best"]["number"],
-                                  "best_trial_val_acc": search["best"]["value"], "tune_dir": str(out)})
+                                  "best_trial_val_acc": search["best"]["value"], "tune_dir": str(out), "order": order})
     except TuneFailed as e:
         doc = recipe.save(stopped_at=e.step, error=str(e))
         write_tune_report(out, doc)
         raise
-    doc = recipe.save(stopped_at=None, best=search["best"], diagnosis=verdicts,
+    doc = recipe.save(stopped_at=None, best=search["best"], diagnosis=verdicts, order=order,
+                      search_schedule=search_cfg["schedule"]["name"], final_schedule=final_base["schedule"]["name"],
+                      trial_epochs=search["trial_epochs"],
                       final={k: final.get(k) for k in ("test_acc", "best_val_acc", "epochs", "wall_seconds")})
     page = write_tune_report(out, doc)
     say(f"[tune] done in {doc['wall_seconds']:.0f}s: final test accuracy "
