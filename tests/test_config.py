@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainlab.config import SCHEMA, defaults, keys_table, load_config, parse_overrides
 from trainlab.errors import UserError
@@ -111,6 +112,6 @@ def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, ["data.root=data"])
-    data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8))
+    data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8), train_x=torch.rand(4, 1, 8, 8))
     model = SimpleNamespace(preprocess=SimpleNamespace(output_shape=lambda shape: shape))
     assert checkpoint_meta(cfg, data, model)["config"]["data"]["root"] == str((tmp_path / "data").resolve())

@@ -39,11 +39,20 @@ def build_classifier(cfg: dict, input_shape: tuple, num_classes: int, x_train: t
 
 def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
     """What every checkpoint carries besides the weights: the run's config (paths resolved, so
-    `trainlab evaluate CHECKPOINT` finds the data from any directory) and the data's shape."""
+    `trainlab evaluate CHECKPOINT` finds the data from any directory), the data's shape and the
+    range of its raw values."""
     return {"config": resolve_paths(cfg), "classes": list(data.classes), "num_classes": data.num_classes,
             "input_shape": list(data.input_shape),
             "net_input_shape": list(model.preprocess.output_shape(tuple(data.input_shape))),
-            "trainlab_version": __version__}
+            "input_range": input_range(data.train_x), "trainlab_version": __version__}
+
+
+def input_range(x: torch.Tensor) -> list[float]:
+    """[min, max] of the raw training inputs (before preprocessing): what the model was fed, so
+    `trainlab predict` can tell a 0-255 array from one in [0, 1] instead of silently misreading it."""
+    if x.numel() == 0:
+        return [0.0, 1.0]
+    return [float(x.min()), float(x.max())]
 
 
 def load_classifier(ckpt: dict, device: torch.device | str = "cpu") -> PreprocessedModel:

@@ -26,6 +26,9 @@ COMMAND_MODULES = [
     "trainlab.ensemble",
     "trainlab.transfer",
     "trainlab.lab.commands",
+    "trainlab.predict",
+    "trainlab.export",
+    "trainlab.compare",
 ]
 
 
@@ -60,7 +63,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from trainlab.checkpoint import load_checkpoint
+    from trainlab.checkpoint import checkpoint_path, load_checkpoint
     from trainlab.classifier import load_classifier
     from trainlab.config import flatten, parse_overrides, validate
     from trainlab.data import load_data
@@ -70,7 +73,7 @@ def cmd_evaluate(args) -> int:
     from trainlab.report import plot_confusion
 
     src = Path(args.run)
-    path = src / "checkpoints" / f"{args.checkpoint}.pt" if src.is_dir() and args.checkpoint in ("best", "last") else src
+    path = checkpoint_path(src, args.checkpoint)
     ckpt = load_checkpoint(path)
     cfg = validate({**flatten(ckpt["config"]), **parse_overrides(args.overrides)})
     device = resolve_device(cfg["device"])

@@ -205,8 +205,12 @@ PATH_KEYS = ("data.root", "data.path")
 
 def resolve_paths(cfg: dict) -> dict:
     """A copy of ``cfg`` whose set PATH_KEYS are absolute (``~`` expanded, relative paths taken
-    from the current directory, which is where the run reads them)."""
+    from the current directory, which is where the run reads them). A data root given by
+    ``$TRAINLAB_DATA`` is written into ``data.root``: a later command in a shell without that
+    variable (evaluate, ``train -c RUN/config.yaml``, ensemble, finetune) finds the same data."""
     cfg = copy.deepcopy(cfg)
+    if "data" in cfg and not cfg["data"].get("root") and os.environ.get("TRAINLAB_DATA"):
+        cfg["data"]["root"] = os.environ["TRAINLAB_DATA"]
     for key in PATH_KEYS:
         section, name = key.split(".")
         if cfg.get(section, {}).get(name):
