@@ -92,6 +92,7 @@ def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
     from trainlab.config import dump_config
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAINLAB_DATA", raising=False)
     cfg = load_config(None, ["data.root=data", "data.path=~/sets/x.npz"])
     dump_config(cfg, tmp_path / "config.yaml")
     monkeypatch.chdir("/")
@@ -101,7 +102,10 @@ def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
     assert cfg["data"]["root"] == "data"  # the caller's config is left as it was
     defaults_only = load_config(None, [])
     dump_config(defaults_only, tmp_path / "d.yaml")
-    assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset ($TRAINLAB_DATA applies)
+    assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset (~/.cache/trainlab applies)
+    monkeypatch.setenv("TRAINLAB_DATA", "sets")
+    dump_config(defaults_only, tmp_path / "e.yaml")
+    assert load_config(tmp_path / "e.yaml")["data"]["root"] == str((tmp_path / "sets").resolve())
 
 
 def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
