@@ -105,7 +105,7 @@ def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
     assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset (~/.cache/trainlab applies)
     monkeypatch.setenv("TRAINLAB_DATA", "sets")
     dump_config(defaults_only, tmp_path / "e.yaml")
-    assert load_config(tmp_path / "e.yaml")["data"]["root"] == str((tmp_path / "sets").resolve())
+    assert load_config(tmp_path / "e.yaml")["data"]["root"] == str(Path("sets").resolve())  # from the cwd
 
 
 def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
