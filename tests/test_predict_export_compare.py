@@ -12,9 +12,9 @@ from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
 from trainlab.cli import main
 from trainlab.data import load_data
+from trainlab.errors import UserError
 from trainlab.export import onnx_missing
 from trainlab.predict import check_range, read_inputs
-from trainlab.errors import UserError
 
 TINY = ["data.subset=200", "train.epochs=1", "train.progress=false", "monitor.every=0"]
 # A conv net with batch norm: the export must carry the running statistics and the preprocessing.

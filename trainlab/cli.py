@@ -6,6 +6,7 @@
     trainlab evaluate runs/mnist --tta crops        # test metrics of best.pt
     trainlab data                                   # which data sets are where
     trainlab config-keys                            # every configuration key
+    trainlab --import my_models train model.name=mine   # a model of yours (see trainlab.plugins)
 
 Exit codes (SPEC §8): 0 success; 2 bad input, with a one-paragraph message and no traceback;
 1 anything else (including a run stopped because its loss diverged).
@@ -17,7 +18,9 @@ import importlib
 import sys
 from pathlib import Path
 
+from trainlab import __version__
 from trainlab.errors import UserError
+from trainlab.plugins import load_plugins
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -127,6 +130,10 @@ def cmd_config_keys(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: your components registered with trainlab.plugins "
+                             "(e.g. @register_model('mine') for model.name=mine); repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model into a run directory")
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
+        load_plugins(args.imports)
         return args.func(args)
     except UserError as e:
         print(f"trainlab: error: {e}", file=sys.stderr)

@@ -230,8 +230,11 @@ def _worker_process(job: SearchJob, index: int, threads: int) -> None:
     """Entry point of a spawned worker: its own storage connection, its share of the cores."""
     import torch
 
+    from trainlab.plugins import load_plugins
+
     torch.set_num_threads(threads)
     try:
+        load_plugins()  # the user's components named by --import (passed on in $TRAINLAB_IMPORT)
         search_worker(job, say=lambda msg: print(f"[worker {index}] {msg}", flush=True))
     except UserError as e:
         print(f"[worker {index}] trainlab: error: {e}", file=sys.stderr, flush=True)
