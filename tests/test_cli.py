@@ -97,10 +97,12 @@ def test_train_evaluate_report_data_commands(tmp_path, capsys):
     assert 0 <= result["test_acc"] <= 1 and len(result["confusion"]) == 10 and len(result["per_class_acc"]) == 10
     assert (out / "plots" / "confusion.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    capsys.readouterr()
+    assert "2 views each (tta=flip)" in capsys.readouterr().out  # says what it is doing before it does it
     assert main(["evaluate", str(out)]) == 0  # no TTA: the same number summary.json reports
     assert json.loads((out / "evaluation.json").read_text())["test_acc"] == pytest.approx(summary["test_acc"])
+    capsys.readouterr()
     assert main(["report", str(out)]) == 0
+    assert f"wrote {out / 'report.html'}" in capsys.readouterr().out  # `trainlab report` says what it wrote
     assert main(["data", f"data.root={tmp_path}"]) == 0
     listing = capsys.readouterr().out
     assert "digits" in listing and "mnist" in listing and "absent" in listing

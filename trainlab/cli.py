@@ -84,8 +84,11 @@ def cmd_evaluate(args) -> int:
     data = load_data(cfg)
     if data.test_y is None or len(data.test_y) == 0:
         raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
+    views = {"none": 1, "flip": 2, "crops": 10}[args.tta]
+    print(f"evaluating {path} on {len(data.test_y)} test images" + (f", {views} views each (tta={args.tta})" if views > 1 else ""),
+          flush=True)
     m = evaluate(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,
-                 cfg["train"]["eval_batch_size"], tta=args.tta)
+                 cfg["train"]["eval_batch_size"], tta=args.tta, progress=args.tta != "none" and sys.stderr.isatty())
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(path), "tta": args.tta, "test_loss": m["loss"], "test_acc": m["acc"],

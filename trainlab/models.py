@@ -40,6 +40,9 @@ MODELS: Registry = Registry("model")
 MLP_DEPTH, MLP_WIDTH = 2, 256
 CONVNET_DEPTH, CONVNET_WIDTH = 3, 32
 RESNET_DEPTH, RESNET_WIDTH, RESNET18_WIDTH = 20, 16, 64
+# model.norm when null: a ResNet is built around batch norm (He et al. 2016: BN after every conv;
+# without it the README's resnet20 at SGD lr 0.1 diverges), the plain nets train without one.
+DEFAULT_NORM = {"resnet": "batch"}
 
 
 class Classifier(nn.Module):
@@ -80,6 +83,8 @@ def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Mod
     input_shape: one sample's shape, (C, H, W) for images or (D,) for feature vectors.
     """
     cfg = model_config(**cfg_model)
+    if cfg["norm"] is None:
+        cfg["norm"] = DEFAULT_NORM.get(cfg["name"], "none")
     if num_classes < 1:
         raise UserError(f"a classifier needs at least one class, got num_classes={num_classes}")
     model = MODELS.get(cfg["name"])(cfg, tuple(input_shape), num_classes)
