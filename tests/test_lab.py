@@ -31,7 +31,7 @@ EXPECTED = ["activations", "batch-size", "batchnorm", "dropout", "init-stats", "
 def fast_runs(monkeypatch):
     """No per-run curve PNGs: the lab's own plots are what is checked here, the run reports are
     tested in test_train/test_report (one torch thread comes from conftest)."""
-    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: [])
+    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots, cfg=None: [])
     monkeypatch.setattr(trainlab.report, "plot_confusion", lambda *args, **kwargs: None)
     yield
 
