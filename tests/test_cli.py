@@ -142,3 +142,14 @@ def test_default_run_directories_name_their_command():
     cfg = load_config()
     assert default_out_dir(cfg).name.startswith("digits-mlp-")
     assert default_out_dir(cfg, "finetune").name.startswith("finetune-digits-mlp-")
+
+
+@pytest.mark.parametrize("progress", ["true", "false"])
+def test_output_into_a_file_is_one_line_per_epoch(tmp_path, progress):
+    """Not a terminal: no bar fragments (\\r, batch/s) in the file; train.progress=false hides only the bar."""
+    result = run_cli("train", "train.epochs=2", "data.subset=200", "monitor.every=0", f"train.progress={progress}",
+                     "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert "\r" not in result.stdout + result.stderr and "batch/s" not in result.stdout + result.stderr

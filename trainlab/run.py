@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,8 +175,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(SnapshotSaver(cfg, len(p.loader), out, meta))
     cbs += list(callbacks)
     cbs.append(MetricsLogger(out, tc["log_every"]))
-    if tc["progress"]:
-        cbs.append(ProgressBar())
+    cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty(), say=say))
     cbs.append(Checkpointer(out, meta))
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
     dump_config(cfg, out / "config.yaml")
