@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.config import dump_config
 from trainlab.io import read_jsonl, write_json
-from trainlab.report import save_figure
+from trainlab.report import save_figure, write_report
 from trainlab.search.space import Space, encode_choice
 from trainlab.search.study import ranking, redact, round_trials
 from trainlab.search.trials import best_config
@@ -240,10 +240,11 @@ def write_results(study: optuna.Study, base: dict, space: Space, rounds: list[di
         "wall_seconds": wall,
     }
     write_json(out / "search.json", summary)
+    write_report(out)  # search.json, trials.csv and the plots, on one page
     if best is None:
         say(f"search finished without a completed trial in the {last_stage} stage; see {out / 'trials.csv'}")
     else:
         say(f"best: trial {best.number} ({best.user_attrs['stage']}), validation accuracy {best.value:.4f}: "
             + " ".join(f"{k}={v}" for k, v in best.user_attrs["overrides"].items()))
-        say(f"wrote {out / 'trials.csv'}, {out / 'best.yaml'}, {out / 'search.json'} and {plots}/")
+        say(f"wrote {out / 'report.html'}, {out / 'trials.csv'}, {out / 'best.yaml'}, {out / 'search.json'} and {plots}/")
     return summary
