@@ -153,3 +153,18 @@ def test_output_into_a_file_is_one_line_per_epoch(tmp_path, progress):
     epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert "\r" not in result.stdout + result.stderr and "batch/s" not in result.stdout + result.stderr
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from trainlab.data import download
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(download, "_stream", offline)
+    root = tmp_path / "new" / "data"
+    assert main(["train", "data.name=fashion-mnist", f"data.root={root}", *FAST, "--out", str(tmp_path / "run")]) == 2
+    assert "offline" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -119,3 +119,19 @@ def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
     data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8), train_x=torch.rand(4, 1, 8, 8))
     model = SimpleNamespace(preprocess=SimpleNamespace(output_shape=lambda shape: shape))
     assert checkpoint_meta(cfg, data, model)["config"]["data"]["root"] == str((tmp_path / "data").resolve())
+
+
+@pytest.mark.parametrize("override, first", [
+    ("optim.learning_rate=0.1", "optim.lr"),   # what other tools call it
+    ("train.lr=0.1", "optim.lr"),              # the right last part in the wrong section
+    ("model.epochs=3", "train.epochs"),
+])
+def test_unknown_keys_suggest_by_their_last_part_too(override, first):
+    with pytest.raises(UserError) as e:
+        load_config(None, [override])
+    assert f"(did you mean: {first}" in str(e.value)
+
+
+def test_names_are_lower_case_and_the_message_says_so():
+    with pytest.raises(UserError, match="names are lower-case: did you mean mnist"):
+        load_config(None, ["data.name=MNIST"])

@@ -11,6 +11,7 @@ against the registries, so a component registered anywhere is a valid config val
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 from pathlib import Path
@@ -47,11 +48,28 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+# Last parts of keys as other tools spell them → trainlab's key.
+ALIASES = {"learning_rate": "optim.lr", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+           "optimizer": "optim.name", "scheduler": "schedule.name", "schedule": "schedule.name",
+           "batch_size": "train.batch_size", "epochs": "train.epochs", "dropout": "model.dropout",
+           "momentum": "optim.momentum", "label_smoothing": "reg.label_smoothing", "dataset": "data.name"}
+
+
+def _key_suggestions(name: str) -> list[str]:
+    """Keys close to ``name``: by the whole dotted name, by its last part (``train.lr`` →
+    ``optim.lr``), and by what other tools call it (``optim.learning_rate`` → ``optim.lr``)."""
+    last = name.rsplit(".", 1)[-1]
+    found = [ALIASES[last]] if last in ALIASES and ALIASES[last] != name else []
+    found += difflib.get_close_matches(name, list(SCHEMA), n=3, cutoff=0.5)
+    by_last = {k.rsplit(".", 1)[-1]: k for k in SCHEMA}
+    found += [by_last[m] for m in difflib.get_close_matches(last, list(by_last), n=2, cutoff=0.75)]
+    return list(dict.fromkeys(k for k in found if k != name))[:3]
+
+
 def _unknown_key(name: str) -> UserError:
-    return UserError(
-        f"unknown config key {name!r}{close_matches(name, SCHEMA)}. "
-        "Run `trainlab config-keys` for the full list."
-    )
+    found = _key_suggestions(name)
+    hint = f" (did you mean: {', '.join(found)}?)" if found else ""
+    return UserError(f"unknown config key {name!r}{hint}. Run `trainlab config-keys` for the full list.")
 
 
 def _describe(key: Key) -> str:
