@@ -60,7 +60,9 @@ def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= len(results["plots"])
-    assert "measured:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measured:" in printed and "(quick sizes)]" in printed and "smoke-test sizes" in printed  # not firm verdicts
+    assert "Quick run (--quick)" in page
 
 
 def test_lab_list_from_the_installed_command():

@@ -256,7 +256,9 @@ def ensemble_section(run_dir: Path) -> str:
 def lab_section(run_dir: Path, results: dict) -> str:
     """A lab experiment: the lecture's claims with verdicts, the measured table, the plots, and
     links to each training run's own report."""
-    parts = [f"<h2>{html.escape(results['title'])}</h2>", f"<p class='note'>{html.escape(results['setup'])}</p>",
+    quick = ("<p class='verdict'>Quick run (--quick): smoke-test sizes, so these verdicts show that the experiment "
+             "runs, not what it measures. Run it without --quick for the real measurement.</p>") if results.get("quick") else ""
+    parts = [f"<h2>{html.escape(results['title'])}</h2>", quick, f"<p class='note'>{html.escape(results['setup'])}</p>",
              "<h3>The lecture's claims</h3>",
              _grid(["claim", "source", "measured", "verdict"], results["claims"], row_class="verdict"),
              "<h3>Measured</h3>", _grid(results["columns"], results["rows"])]
