@@ -168,3 +168,17 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, capsys
     assert main(["train", "data.name=fashion-mnist", f"data.root={root}", *FAST, "--out", str(tmp_path / "run")]) == 2
     assert "offline" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_help_texts_read_as_plain_text():
+    """No reStructuredText ``double backticks``, internal file citations or 'a int' in what --help shows."""
+    from trainlab.cli import build_parser
+    from trainlab.config import keys_table
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "``" not in text and "reference/0" not in text, name
+    assert "a int" not in keys_table() and "a floats" not in keys_table()
+    check_help = sub.choices["check"].format_help()
+    assert "runs/check-<data>-<model>-<time>" in " ".join(check_help.split())  # the folder default_out_dir makes

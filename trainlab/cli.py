@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for p in sub.choices.values():  # docstrings use reStructuredText's ``code``; a terminal shows `code`
+        p.description = (p.description or "").replace("``", "`")
     return parser
 
 

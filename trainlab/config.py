@@ -81,7 +81,9 @@ def _describe(key: Key) -> str:
         parts.append(f"{'>' if key.low_open else '>='} {key.low:g}")
     if key.high is not None:
         parts.append(f"{'<' if key.high_open else '<='} {key.high:g}")
-    return f"a {key.kind}" + (" " + " and ".join(parts) if parts else "") + (" or null" if key.nullable else "")
+    kind = {"int": "an int", "float": "a float", "bool": "a bool", "str": "a str", "floats": "a list of numbers",
+            "strs": "a list of names"}.get(key.kind, f"a {key.kind}")
+    return kind + (" " + " and ".join(parts) if parts else "") + (" or null" if key.nullable else "")
 
 
 def _coerce(name: str, key: Key, value):
