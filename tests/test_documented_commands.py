@@ -14,7 +14,10 @@ An HTML comment right before a block (invisible on the rendered page) tells the 
     append train: train.epochs=1 data.subset=300     # the command is long: these args are added to
                                                      # every `trainlab train ...` of the block
     exit 1: check model.head_scale=100               # this command is documented to exit 1 (default 0)
-    files: my_images/a.png my_images/b.png           # small images the commands read, made first
+    files: my_images/a.png my_models.py              # files the commands read, made first: a file
+                                                     # shown earlier on the page in a block whose
+                                                     # first line is `# my_models.py` gets that
+                                                     # block's text, any other a small image
     skip: why                                        # the block cannot run here (e.g. needs a database)
     -->
 
@@ -59,6 +62,7 @@ class DocCommand:
     expect: int = 0
     files: list[str] = field(default_factory=list)
     skip: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # file name → text shown on the page
 
 
 def parse_directive(body: str, where: str) -> Directive:
@@ -85,7 +89,10 @@ def parse_directive(body: str, where: str) -> Directive:
 
 
 def _words_match(command: str, prefix: str) -> bool:
+    """Whether ``command`` (after `trainlab`, global options such as `--import M` skipped) starts with ``prefix``."""
     words, want = command.split(), prefix.split()
+    while words[:1] == ["--import"]:
+        words = words[2:]
     return words[:len(want)] == want
 
 
@@ -124,6 +131,7 @@ def extract(page: Path) -> list[DocCommand]:
     """The page's commands in order (see the module docstring for the rule)."""
     lines = page.read_text().splitlines()
     out: list[DocCommand] = []
+    sources: dict[str, str] = {}
     pending: Directive | None = None
     i = 0
     while i < len(lines):
@@ -150,6 +158,8 @@ def extract(page: Path) -> list[DocCommand]:
             i += 1
         i += 1
         d, pending = pending or Directive(), None
+        if block and re.match(r"# \S+$", block[0][1]):
+            sources[block[0][1][2:]] = "\n".join(t for _, t in block) + "\n"
         if lang in SHELL_LANGS:
             units = _shell_units(block)
         else:
@@ -165,7 +175,7 @@ def extract(page: Path) -> list[DocCommand]:
                     run = run.replace(inv, inv + " " + " ".join(extra), 1)
             expect = next((code for prefix, code in d.exits.items()
                            if any(_words_match(inv.removeprefix("trainlab "), prefix) for inv in invocations)), 0)
-            out.append(DocCommand(page.name, n, text, run, expect, d.files, d.skip))
+            out.append(DocCommand(page.name, n, text, run, expect, d.files, d.skip, dict(sources)))
         stale = [k for k in d.append if k not in used] + [
             p for p in d.exits if not any(_words_match(c.text.removeprefix("trainlab "), p) for c in out)]
         if stale and d.skip is None:
@@ -182,7 +192,7 @@ def test_extraction_rule(tmp_path):
         "trainlab train data.name=mnist \\\n    seed=1 --out runs/b\ntrainlab check model.head_scale=100\n"
         "for s in 1 2; do\n  trainlab train seed=$s --out runs/s$s\ndone\n```\n"
         "```\n$ trainlab lr-find; echo $?\nsuggested ...\ntrainlab monitor, step 0: output\n```\n"
-        "```python\ntrainlab.train()\n```\n")
+        "```python\n# mine.py\ntrainlab.train()\n```\n")
     cmds = extract(page)
     assert [c.text for c in cmds] == [
         "trainlab train --out runs/a", "trainlab train data.name=mnist seed=1 --out runs/b",
@@ -191,6 +201,8 @@ def test_extraction_rule(tmp_path):
     assert cmds[0].run == "trainlab train --out runs/a train.epochs=1"
     assert cmds[3].run.splitlines()[1] == "trainlab train seed=$s --out runs/s$s train.epochs=1"
     assert [c.expect for c in cmds] == [0, 0, 1, 0, 0]
+    page.write_text("```python\n# mine.py\nx = 1\n```\n<!-- doc-test\nfiles: mine.py\n-->\n```bash\ntrainlab train\n```\n")
+    assert extract(page)[0].sources == {"mine.py": "# mine.py\nx = 1\n"} and extract(page)[0].files == ["mine.py"]
     page.write_text("<!-- doc-test\nappend tune: --budget small\n-->\n```bash\ntrainlab train\n```\n")
     with pytest.raises(ValueError, match="does not have"):
         extract(page)
@@ -203,13 +215,16 @@ def test_every_page_parses_and_documents_commands():
     assert sum(len(v) for v in found.values()) >= 30
 
 
-def _make_files(folder: Path, names: list[str]) -> None:
+def _make_files(folder: Path, names: list[str], sources: dict[str, str]) -> None:
     from PIL import Image
 
     gen = np.random.default_rng(0)
     for name in names:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        if name in sources:
+            path.write_text(sources[name])
+            continue
         Image.fromarray(gen.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)
 
 
@@ -229,7 +244,7 @@ def test_documented_commands_run_as_written(page, tmp_path):
     for c in commands:
         if c.skip:
             continue
-        _make_files(tmp_path, [f for f in c.files if not (tmp_path / f).exists()])
+        _make_files(tmp_path, [f for f in c.files if not (tmp_path / f).exists()], c.sources)
         start = time.perf_counter()
         result = subprocess.run(["bash", "-c", prelude + c.run], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=TIMEOUT)
