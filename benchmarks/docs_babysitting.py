@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/docs_babysitting.py            # rewrites the page in place
     OMP_NUM_THREADS=1 python benchmarks/docs_babysitting.py --check    # exit 1 if the page is stale
 
-Runs `trainlab lr-find` (default config, and SGD at lr 10) and each case of the verdict table
+Runs `trainlab lr-find` (default config, and SGD at lr 10; their plots replace docs/img/babysitting/lr_find_*.png) and each case of the verdict table
 (digits, seed 0, the same cases as tests/test_babysit_diagnosis.py), and writes their output
 between the page's `<!-- generated:NAME:start -->` and `<!-- generated:NAME:end -->` markers.
 Takes a few minutes on a 2-core CPU.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import re
+import shutil
 import sys
 import tempfile
 from contextlib import redirect_stdout
@@ -26,6 +27,8 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "babysitting.md"
 QUIET = ["train.progress=false", "monitor.plots=false"]
 
 LR_FIND = [[], ["optim.name=sgd", "optim.lr=10"]]
+IMAGES = PAGE.parent / "img" / "babysitting"
+LR_FIND_IMAGES = ["lr_find_adam.png", "lr_find_sgd.png"]  # the page shows them side by side
 
 CASES = [
     ("defaults (30 epochs)", []),
@@ -69,6 +72,7 @@ def lr_find_block(tmp: Path) -> str:
         with redirect_stdout(buffer):
             main(["lr-find", *overrides, "--out", str(tmp / f"lr-find-{i}")])
         found = [line for line in buffer.getvalue().splitlines() if line.startswith("suggested")]
+        shutil.copy(tmp / f"lr-find-{i}" / "plots" / "lr_find.png", IMAGES / LR_FIND_IMAGES[i])
         lines += [f"$ trainlab lr-find {' '.join(overrides)}".rstrip(), *found]
     return "```\n" + "\n".join(lines) + "\n```"
 
