@@ -123,3 +123,18 @@ def test_mc_dropout_average_matches_the_scaled_pass_for_a_linear_head():
     model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), Dropout(0.5), torch.nn.Linear(64, 3))
     train_mean, test_mean = expected_train_output(model, torch.randn(32, 4), passes=500)
     assert train_mean == pytest.approx(test_mean, rel=0.03)
+
+
+def test_batchnorm_grid_labels_diverged_cells(tmp_path, monkeypatch):
+    """A diverged run is scored 0 but drawn as 'diverged', not as an accuracy of 0.00."""
+    import matplotlib.axes
+
+    from trainlab.lab.batchnorm import plot_grid
+
+    texts = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, s, **kw: texts.append(s) or original(self, x, y, s, **kw))
+    grid = {(n, lr, s): 0.9 for n in ("none", "batch") for lr in (0.1, 1.0) for s in (0.01,)}
+    grid["none", 1.0, 0.01] = 0.0
+    plot_grid(grid, [0.1, 1.0], [0.01], tmp_path / "g.png", {("none", 1.0, 0.01)})
+    assert texts.count("diverged") == 1 and "0.00" not in texts
