@@ -141,3 +141,29 @@ def test_one_epoch_under_dropout_is_not_underfitting(tmp_path):
     assert epoch["train_acc"] > diagnosis.UNDERFIT_TRAIN_ACC
     assert "underfitting" not in codes_of(summary)
     assert summary["train_acc"] == epoch["train_acc"]
+def test_dead_units_at_ln_c_are_not_decayed_too_early_nor_lr_too_low(tmp_path):
+    """model.bias_init=-5: every ReLU dead, the loss flat at ln 10 while a step schedule decays."""
+    summary = run(tmp_path, "model.bias_init=-5", "schedule.name=step", "train.epochs=4", "data.subset=300")
+    codes = codes_of(summary)
+    assert "dead_units" in codes
+    assert "decayed_too_early" not in codes and "lr_too_low" not in codes
+    flat = epochs([2.302588, 2.302586, 2.302586, 2.302586], [0.1] * 4, lrs=[0.1, 0.01, 0.01, 0.01])
+    assert diagnosis.decayed_too_early(2.302590, flat) is None  # 2e-6 per epoch is not "still falling"
+
+
+def test_a_run_cut_short_by_max_steps_is_not_lr_too_low(tmp_path):
+    summary = run(tmp_path, "train.max_steps=3", "monitor.every=0")
+    assert "lr_too_low" not in codes_of(summary)
+
+
+@pytest.mark.parametrize("schedule, names, not_named", [
+    ("step", ["schedule.milestones", "schedule.gamma"], ["schedule.min_scale"]),
+    ("cosine", ["train.epochs", "schedule.min_scale"], ["schedule.milestones", "schedule.gamma"]),
+    ("onecycle", ["schedule.peak_fraction"], ["schedule.milestones", "schedule.gamma"]),
+])
+def test_decay_advice_names_the_keys_of_the_schedule_in_use(schedule, names, not_named):
+    falling = epochs([2.0, 1.4, 1.3, 1.28, 1.27, 1.265], [0.5] * 6, lrs=[0.1, 0.1, 0.01, 0.01, 0.01, 0.01])
+    v = diagnosis.decayed_too_early(2.6, falling, schedule)
+    assert v is not None and v["evidence"]["schedule"] == schedule
+    assert all(n in v["message"] for n in names) and not any(n in v["message"] for n in not_named)
+    assert "%" not in v["message"]  # plain words, not "128% of its average pace"

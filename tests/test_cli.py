@@ -97,10 +97,12 @@ def test_train_evaluate_report_data_commands(tmp_path, capsys):
     assert 0 <= result["test_acc"] <= 1 and len(result["confusion"]) == 10 and len(result["per_class_acc"]) == 10
     assert (out / "plots" / "confusion.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    capsys.readouterr()
+    assert "2 views each (tta=flip)" in capsys.readouterr().out  # says what it is doing before it does it
     assert main(["evaluate", str(out)]) == 0  # no TTA: the same number summary.json reports
     assert json.loads((out / "evaluation.json").read_text())["test_acc"] == pytest.approx(summary["test_acc"])
+    capsys.readouterr()
     assert main(["report", str(out)]) == 0
+    assert f"wrote {out / 'report.html'}" in capsys.readouterr().out  # `trainlab report` says what it wrote
     assert main(["data", f"data.root={tmp_path}"]) == 0
     listing = capsys.readouterr().out
     assert "digits" in listing and "mnist" in listing and "absent" in listing
@@ -140,3 +142,43 @@ def test_default_run_directories_name_their_command():
     cfg = load_config()
     assert default_out_dir(cfg).name.startswith("digits-mlp-")
     assert default_out_dir(cfg, "finetune").name.startswith("finetune-digits-mlp-")
+
+
+@pytest.mark.parametrize("progress", ["true", "false"])
+def test_output_into_a_file_is_one_line_per_epoch(tmp_path, progress):
+    """Not a terminal: no bar fragments (\\r, batch/s) in the file; train.progress=false hides only the bar."""
+    result = run_cli("train", "train.epochs=2", "data.subset=200", "monitor.every=0", f"train.progress={progress}",
+                     "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert "\r" not in result.stdout + result.stderr and "batch/s" not in result.stdout + result.stderr
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from trainlab.data import download
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(download, "_stream", offline)
+    root = tmp_path / "new" / "data"
+    assert main(["train", "data.name=fashion-mnist", f"data.root={root}", *FAST, "--out", str(tmp_path / "run")]) == 2
+    assert "offline" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_help_texts_read_as_plain_text():
+    """No reStructuredText ``double backticks``, internal file citations or 'a int' in what --help shows."""
+    from trainlab.cli import build_parser
+    from trainlab.config import keys_table
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "``" not in text and "reference/0" not in text, name
+    assert "a int" not in keys_table() and "a floats" not in keys_table()
+    check_help = sub.choices["check"].format_help()
+    assert "runs/check-<data>-<model>-<time>" in " ".join(check_help.split())  # the folder default_out_dir makes

@@ -272,7 +272,7 @@ ALL_CASES = [
 
 @pytest.fixture
 def no_png_drawing(monkeypatch):
-    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: None)
+    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots, cfg=None: None)
     monkeypatch.setattr(trainlab.report, "plot_confusion", lambda *args, **kwargs: None)
 
 

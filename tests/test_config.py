@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainlab.config import SCHEMA, defaults, keys_table, load_config, parse_overrides
 from trainlab.errors import UserError
@@ -91,6 +92,7 @@ def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
     from trainlab.config import dump_config
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAINLAB_DATA", raising=False)
     cfg = load_config(None, ["data.root=data", "data.path=~/sets/x.npz"])
     dump_config(cfg, tmp_path / "config.yaml")
     monkeypatch.chdir("/")
@@ -100,7 +102,10 @@ def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
     assert cfg["data"]["root"] == "data"  # the caller's config is left as it was
     defaults_only = load_config(None, [])
     dump_config(defaults_only, tmp_path / "d.yaml")
-    assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset ($TRAINLAB_DATA applies)
+    assert load_config(tmp_path / "d.yaml")["data"]["root"] is None  # unset stays unset (~/.cache/trainlab applies)
+    monkeypatch.setenv("TRAINLAB_DATA", "sets")
+    dump_config(defaults_only, tmp_path / "e.yaml")
+    assert load_config(tmp_path / "e.yaml")["data"]["root"] == str(Path("sets").resolve())  # from the cwd
 
 
 def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
@@ -111,6 +116,22 @@ def test_checkpoints_carry_the_resolved_config(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, ["data.root=data"])
-    data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8))
+    data = SimpleNamespace(classes=["a", "b"], num_classes=2, input_shape=(1, 8, 8), train_x=torch.rand(4, 1, 8, 8))
     model = SimpleNamespace(preprocess=SimpleNamespace(output_shape=lambda shape: shape))
     assert checkpoint_meta(cfg, data, model)["config"]["data"]["root"] == str((tmp_path / "data").resolve())
+
+
+@pytest.mark.parametrize("override, first", [
+    ("optim.learning_rate=0.1", "optim.lr"),   # what other tools call it
+    ("train.lr=0.1", "optim.lr"),              # the right last part in the wrong section
+    ("model.epochs=3", "train.epochs"),
+])
+def test_unknown_keys_suggest_by_their_last_part_too(override, first):
+    with pytest.raises(UserError) as e:
+        load_config(None, [override])
+    assert f"(did you mean: {first}" in str(e.value)
+
+
+def test_names_are_lower_case_and_the_message_says_so():
+    with pytest.raises(UserError, match="names are lower-case: did you mean mnist"):
+        load_config(None, ["data.name=MNIST"])

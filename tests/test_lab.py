@@ -32,7 +32,7 @@ EXPECTED = ["activations", "adam-sgd", "adaptive", "batch-size", "batchnorm", "d
 def fast_runs(monkeypatch):
     """No per-run curve PNGs: the lab's own plots are what is checked here, the run reports are
     tested in test_train/test_report (one torch thread comes from conftest)."""
-    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots: [])
+    monkeypatch.setattr(trainlab.report, "plot_training_curves", lambda records, plots, cfg=None: [])
     monkeypatch.setattr(trainlab.report, "plot_confusion", lambda *args, **kwargs: None)
     yield
 
@@ -61,7 +61,9 @@ def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= len(results["plots"])
-    assert "measured:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measured:" in printed and "(quick sizes)]" in printed and "smoke-test sizes" in printed  # not firm verdicts
+    assert "Quick run (--quick)" in page
 
 
 def test_lab_list_from_the_installed_command():
@@ -150,3 +152,16 @@ def test_coverage_counts_verdicts_per_experiment():
     rows = coverage_rows(claims_in_summary(summary_rows(result)))
     assert rows[0] == {"experiment": "[x](#x)", "claims": 2, AGREES: 1, PARTLY: 0, DISAGREES: 1}
     assert rows[-1]["claims"] == 2
+def test_batchnorm_grid_labels_diverged_cells(tmp_path, monkeypatch):
+    """A diverged run is scored 0 but drawn as 'diverged', not as an accuracy of 0.00."""
+    import matplotlib.axes
+
+    from trainlab.lab.batchnorm import plot_grid
+
+    texts = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, s, **kw: texts.append(s) or original(self, x, y, s, **kw))
+    grid = {(n, lr, s): 0.9 for n in ("none", "batch") for lr in (0.1, 1.0) for s in (0.01,)}
+    grid["none", 1.0, 0.01] = 0.0
+    plot_grid(grid, [0.1, 1.0], [0.01], tmp_path / "g.png", {("none", 1.0, 0.01)})
+    assert texts.count("diverged") == 1 and "0.00" not in texts

@@ -179,3 +179,15 @@ def test_model_config_names_unknown_keys():
     with pytest.raises(UserError, match="model.widht"):
         model_config(widht=3)
     assert set(MODELS) == {"mlp", "convnet", "resnet"}
+
+
+def test_norm_defaults_depend_on_the_architecture():
+    """model.norm left null: a ResNet gets batch norm (the README's resnet20 at SGD lr 0.1 diverged
+    without it), mlp and convnet get none; a norm that is set is kept."""
+    def norms(model):
+        return {type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}
+
+    assert norms(build_model({"name": "resnet", "depth": 8}, (1, 8, 8), 10)) == {"BatchNorm2d"}
+    assert norms(build_model({"name": "convnet", "width": 4}, (1, 8, 8), 10)) == set()
+    assert norms(build_model({"name": "mlp"}, (64,), 10)) == set()
+    assert norms(build_model({"name": "resnet", "depth": 8, "norm": "none"}, (1, 8, 8), 10)) == set()

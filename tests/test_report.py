@@ -157,3 +157,24 @@ def test_accuracy_plot_shows_train_subset_validation_and_running_average():
     assert set(curves) == {train, running, val} and len({train, running, val}) == 3
     assert curves[train][0] == [(1, 0.9 + 1 / 100), (2, 0.9 + 2 / 100)] and [e for e, _ in curves[running][0]] == [1, 2]
     assert "eval mode" in train and "running" in running
+def test_lr_plot_draws_the_schedule_at_every_step(tmp_path):
+    """SGDR with 1-epoch cycles of ~8 steps, logged every 20 steps: the plot must follow the
+    closed-form schedule at every update, not join the logged points into a zig-zag."""
+    from trainlab.config import load_config
+    from trainlab.io import read_jsonl
+    from trainlab.report import schedule_at_every_step
+    from trainlab.run import train_run
+    from trainlab.schedules import schedule_curve
+
+    cfg = load_config(None, ["data.subset=600", "train.epochs=3", "schedule.name=sgdr", "schedule.cycle_epochs=1",
+                             "train.progress=false", "monitor.every=0", "train.log_every=20"])
+    train_run(cfg, tmp_path / "r", say=lambda m: None)
+    records = read_jsonl(tmp_path / "r" / "metrics.jsonl")
+    per_epoch = next(r["step"] for r in records if r.get("kind") == "epoch")
+    curve = schedule_at_every_step(records, load_config(tmp_path / "r" / "config.yaml"))
+    assert curve == schedule_curve(cfg, per_epoch) and len(curve) == 3 * per_epoch
+    assert sum(1 for a, b in zip(curve, curve[1:]) if b > a) == 2  # two restarts, seen only at every step
+    logged = [r for r in records if r.get("kind") == "step"]
+    assert len(logged) < len(curve) / 5
+    wrong = [dict(r, lr=r["lr"] * 2) if r.get("kind") == "step" else r for r in records]
+    assert schedule_at_every_step(wrong, cfg) is None  # rates the formula does not give: draw what was logged

@@ -29,7 +29,13 @@ def test_coarse_to_fine_writes_trials_best_and_plots_and_resumes(tmp_path):
     space = parse_space({"optim.lr": "loguniform(1e-3, 1e-1)", "model.dropout": "uniform(0, 0.3)"})
     opts = SearchOptions(trials=3, epochs=1, refine_trials=2, refine_epochs=2, pruner="none", max_widen=1)
     out = tmp_path / "search"
-    summary = run_search(base, space, out, opts, say=quiet)
+    said = []
+    summary = run_search(base, space, out, opts, say=said.append)
+    trial_lines = [m for m in said if m.startswith("trial ")]
+    assert "[coarse 1 of 3]" in trial_lines[0] and "[coarse 3 of 3]" in trial_lines[2] and "[refine 2 of 2]" in trial_lines[-1]
+    assert "round done in about" in trial_lines[0] and "round done in about" not in trial_lines[2]  # time left
+    page = (out / "report.html").read_text()  # search writes a report too (tune always did)
+    assert "data:image/png;base64" in page and "best.yaml" in said[-1] and "report.html" in said[-1]
 
     table = rows(out)
     assert list(table[0]) == ["number", "state", "stage", "round", "optim.lr", "model.dropout", "value", "epochs",

@@ -120,3 +120,11 @@ def test_tune_again_reuses_the_range_test_of_the_same_config(tmp_path, monkeypat
     assert calls == [cfg["optim"]["lr"]]  # the second run read lr_find.json
     step_lr_find(load_config(None, TINY + ["data.root=data", "optim.lr=0.5"]), recipe, quiet)
     assert calls == [cfg["optim"]["lr"], 0.5]
+
+
+def test_report_evidence_never_shows_a_python_repr():
+    from trainlab.search.tune import _evidence_html
+
+    page = _evidence_html({"ranges": [{"optim.lr": [0.001, 0.1]}, "fixed"], "best": {"lr": 0.0123456, "note": None}})
+    assert "{" not in page and "[" not in page and "'" not in page and "None" not in page
+    assert "optim.lr 0.001, 0.1" in page and "0.01235" in page

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
+from trainlab.augmentation import tta_views
 from trainlab.babysit.diagnosis import diagnose_history
 from trainlab.babysit.monitors import AttachedMonitors, attach_monitors
 from trainlab.checkpoint import load_checkpoint, require_trainlab_checkpoint
@@ -78,11 +79,13 @@ def _checkpoint_path(src: Path, checkpoint: str) -> Path:
 
 
 def evaluate(run: Run | str | os.PathLike, checkpoint: str = "best", tta: str = "none",
-             overrides: Sequence[str] | Mapping = ()) -> dict:
+             overrides: Sequence[str] | Mapping = (), progress: bool = False,
+             say: Callable[[str], None] = lambda message: None) -> dict:
     """Test metrics of a run's checkpoint (or of a checkpoint file) on its data set's test
     split, as ``trainlab evaluate`` computes them: ``{checkpoint, tta, test_loss, test_acc,
     test_top5, per_class_acc, confusion, classes}``. ``overrides`` change the data config
-    (e.g. ``["data.root=/data"]``); ``tta``: none, flip or crops. Nothing is written."""
+    (e.g. ``["data.root=/data"]``); ``tta``: none, flip, crops or scales. Nothing is written;
+    ``say`` hears what is evaluated, ``progress`` draws a bar on stderr."""
     src = run.dir if isinstance(run, Run) else Path(run)
     path = _checkpoint_path(src, checkpoint)
     ckpt = require_trainlab_checkpoint(load_checkpoint(path), path)
@@ -96,8 +99,10 @@ def evaluate(run: Run | str | os.PathLike, checkpoint: str = "best", tta: str = 
     check_same_data(ckpt, data, str(path))
     if data.test_y is None or len(data.test_y) == 0:
         raise UserError(f"data set {cfg['data']['name']!r} has no test split to evaluate on")
+    views = len(tta_views(data.test_x[:1], tta))
+    say(f"evaluating {path} on {len(data.test_y)} test images" + (f", {views} views each (tta={tta})" if views > 1 else ""))
     m = evaluate_model(model, data.test_x.to(device), data.test_y.to(device), data.num_classes,
-                       cfg["train"]["eval_batch_size"], tta=tta)
+                       cfg["train"]["eval_batch_size"], tta=tta, progress=progress)
     return {"checkpoint": str(path), "tta": tta, "test_loss": m["loss"], "test_acc": m["acc"],
             "test_top5": m["top5"], "per_class_acc": m["per_class_acc"], "confusion": m["confusion"],
             "classes": data.classes}

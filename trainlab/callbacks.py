@@ -223,14 +223,20 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch: loss, accuracy, images/s, ETA, and on CUDA the peak device memory."""
+    """One line per epoch (loss, accuracy, rate, images/s) through ``say``, and, when ``bar`` is
+    on, a tqdm bar during the epoch (loss, accuracy, images/s, ETA). The bar is for terminals:
+    written into a file it would leave a fragment per epoch, so the run turns it off when stdout
+    is not one (and when train.progress=false); the epoch lines stay."""
 
     name = "progress"
 
-    def __init__(self, every: int = 10):
-        self.every, self.bar, self.seen, self.t0 = every, None, 0, 0.0
+    def __init__(self, every: int = 10, bar: bool = True, say=print):
+        self.every, self.bar_on, self.say = every, bar, say
+        self.bar, self.seen = None, 0
 
     def on_step_end(self, trainer: Trainer, step: StepInfo) -> None:
+        if not self.bar_on:
+            return
         if self.bar is None:
             self.bar = tqdm(total=len(trainer.loader), desc=f"epoch {step.epoch + 1}/{trainer.epochs}",
                             unit="batch", leave=False, dynamic_ncols=True)
@@ -246,9 +252,9 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
         self.close()
         val = f"  val_loss {epoch['val_loss']:.4f}  val_acc {epoch['val_acc']:.4f}" if "val_acc" in epoch else ""
-        tqdm.write(f"epoch {epoch['epoch']:>3}/{trainer.epochs}  train_loss {epoch['train_loss']:.4f}  "
-                   f"train_acc {epoch['train_acc']:.4f}{val}  lr {epoch['lr']:.3g}  "
-                   f"{epoch['images_per_second']:.0f} img/s")
+        self.say(f"epoch {epoch['epoch']:>3}/{trainer.epochs}  train_loss {epoch['train_loss']:.4f}  "
+                 f"train_acc {epoch['train_acc']:.4f}{val}  lr {epoch['lr']:.3g}  "
+                 f"{epoch['images_per_second']:.0f} img/s")
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.close()

@@ -24,6 +24,17 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_path(source: str | os.PathLike, which: str = "best") -> Path:
+    """The checkpoint a command reads: ``source`` itself if it is a file, else the run directory's
+    ``checkpoints/<which>.pt`` (which: best or last)."""
+    source = Path(source)
+    if source.is_dir():
+        if which not in ("best", "last"):
+            raise UserError(f"--checkpoint {which!r}: choose best or last for a run directory, or give a .pt file")
+        return source / "checkpoints" / f"{which}.pt"
+    return source
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint safely; a missing or corrupt file is a UserError naming it."""
     path = Path(path)

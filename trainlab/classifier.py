@@ -63,11 +63,29 @@ def check_model_fits(cfg_model: dict, input_shape: tuple, num_classes: int) -> N
 
 def checkpoint_meta(cfg: dict, data, model: PreprocessedModel) -> dict:
     """What every checkpoint carries besides the weights: the run's config (paths resolved, so
-    `trainlab evaluate CHECKPOINT` finds the data from any directory) and the data's shape."""
+    `trainlab evaluate CHECKPOINT` finds the data from any directory), the data's shape and the
+    range of its raw values."""
     return {"config": resolve_paths(cfg), "classes": list(data.classes), "num_classes": data.num_classes,
             "input_shape": list(data.input_shape),
             "net_input_shape": list(model.preprocess.output_shape(tuple(data.input_shape))),
-            "trainlab_version": __version__}
+            "input_range": input_range(data.train_x), "trainlab_version": __version__}
+
+
+def input_range(x: torch.Tensor) -> list[float]:
+    """[min, max] of the raw training inputs (before preprocessing): what the model was fed, so
+    `trainlab predict` can tell a 0-255 array from one in [0, 1] instead of silently misreading it.
+
+    uint8 pixels count as the floats p / 255 the model turns them into; a streamed split (not a
+    tensor) is judged by its first RANGE_SAMPLE images rather than decoded whole."""
+    if len(x) == 0:
+        return [0.0, 1.0]
+    if not isinstance(x, torch.Tensor):
+        x = x[:RANGE_SAMPLE]
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0
+    return [float(x.min()) / scale, float(x.max()) / scale]
+
+
+RANGE_SAMPLE = 4096
 
 
 def load_classifier(ckpt: dict, device: torch.device | str = "cpu", source: str = "checkpoint") -> PreprocessedModel:

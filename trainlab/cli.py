@@ -7,6 +7,7 @@
     trainlab evaluate runs/mnist --tta crops        # test metrics of best.pt
     trainlab data                                   # which data sets are where
     trainlab config-keys                            # every configuration key
+    trainlab --import my_models train model.name=mine   # a model of yours (see trainlab.plugins)
 
 Exit codes (SPEC §8, §9): 0 success; 2 bad input, with a one-paragraph message and no traceback;
 130 interrupted by Ctrl-C (SIGINT; the run is resumable); 1 anything else (including a run stopped
@@ -15,10 +16,11 @@ because its loss diverged).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
-from trainlab import distributed, ensemble, transfer
+from trainlab import __version__, compare, distributed, ensemble, export, predict, transfer
 from trainlab.api import evaluate
 from trainlab.arguments import add_config_args, config_from_args
 from trainlab.babysit import commands as babysit_commands
@@ -29,13 +31,14 @@ from trainlab.errors import UserError, short_text
 from trainlab.io import ensure_writable_dir, write_json
 from trainlab.lab import commands as lab_commands
 from trainlab.plots import plot_confusion
+from trainlab.plugins import load_plugins
 from trainlab.report import write_report
 from trainlab.run import default_out_dir, prepare_run_dir, train_run
 from trainlab.schema import SCHEMA
 from trainlab.search import commands as search_commands
 
 # Modules that add their own sub-commands: each has ``register(subparsers)``.
-COMMAND_MODULES = [babysit_commands, search_commands, ensemble, transfer, lab_commands]
+COMMAND_MODULES = [babysit_commands, search_commands, ensemble, transfer, lab_commands, predict, export, compare]
 
 
 def cmd_train(args) -> int:
@@ -112,7 +115,8 @@ def cmd_evaluate(args) -> int:
     src = Path(args.run)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     ensure_writable_dir(out, "--out")
-    result = evaluate(src, args.checkpoint, args.tta, args.overrides)
+    result = evaluate(src, args.checkpoint, args.tta, args.overrides, progress=args.tta != "none" and sys.stderr.isatty(),
+                      say=lambda m: print(m, flush=True))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)
     plot_confusion(result["confusion"], list(result["classes"]), out / "plots" / "confusion.png")
@@ -145,9 +149,19 @@ def cmd_config_keys(args) -> int:
     return 0
 
 
+def plain_help(docstring: str) -> str:
+    """A module docstring as a command's help: `code` for ``code``, and without the pointers into
+    ../shared/reference/ (file numbers mean nothing to someone reading --help)."""
+    return re.sub(r" \(reference/\d{3}\)|, reference/\d{3}", "", docstring.replace("``", "`"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainlab", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: your components registered with trainlab.plugins "
+                             "(e.g. @register_model('mine') for model.name=mine); repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model into a run directory")
@@ -183,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         module.register(sub)
+    for p in sub.choices.values():  # docstrings use reStructuredText's ``code``; a terminal shows `code`
+        p.description = plain_help(p.description or "")
     return parser
 
 
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command != "train":
             distributed.refuse_under_torchrun(args.command)
+        load_plugins(args.imports)
         return args.func(args)
     except UserError as e:
         print(f"trainlab: error: {short_text(str(e))}", file=sys.stderr)

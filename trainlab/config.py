@@ -11,6 +11,7 @@ against the registries, so a component registered anywhere is a valid config val
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 import sys
@@ -51,18 +52,38 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+# Last parts of keys as other tools spell them → trainlab's key.
+ALIASES = {"learning_rate": "optim.lr", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+           "optimizer": "optim.name", "scheduler": "schedule.name", "schedule": "schedule.name",
+           "batch_size": "train.batch_size", "epochs": "train.epochs", "dropout": "model.dropout",
+           "momentum": "optim.momentum", "label_smoothing": "reg.label_smoothing", "dataset": "data.name"}
+
+
+def _key_suggestions(name: str) -> list[str]:
+    """Keys close to ``name``: by the whole dotted name, by its last part (``train.lr`` →
+    ``optim.lr``), and by what other tools call it (``optim.learning_rate`` → ``optim.lr``)."""
+    last = name.rsplit(".", 1)[-1]
+    found = [ALIASES[last]] if last in ALIASES and ALIASES[last] != name else []
+    found += difflib.get_close_matches(name, list(SCHEMA), n=3, cutoff=0.5)
+    by_last = {k.rsplit(".", 1)[-1]: k for k in SCHEMA}
+    found += [by_last[m] for m in difflib.get_close_matches(last, list(by_last), n=2, cutoff=0.75)]
+    return list(dict.fromkeys(k for k in found if k != name))[:3]
+
+
 def _unknown_key(name: str, source: str = "") -> ConfigError:
-    return ConfigError(
-        f"unknown config key {short(name)}{f' in {source}' if source else ''}{close_matches(name, SCHEMA)}. "
-        "Run `trainlab config-keys` for the full list."
-    )
+    found = _key_suggestions(name) if len(name) <= 100 else []  # difflib is quadratic; no real key is that long
+    hint = f" (did you mean: {', '.join(found)}?)" if found else ""
+    return ConfigError(f"unknown config key {short(name)}{f' in {source}' if source else ''}{hint}. "
+                       "Run `trainlab config-keys` for the full list.")
 
 
 def _describe(key: Key) -> str:
     if key.choices is not None:
         names = key.choices if isinstance(key.choices, tuple) else _registry_names(key.choices)
         return "one of: " + ", ".join(map(str, names))
-    return f"a {key.kind}" + (" " + key.bounds() if key.bounds() else "") + (" or null" if key.nullable else "")
+    kind = {"int": "an int", "float": "a float", "bool": "a bool", "str": "a str", "floats": "a list of numbers",
+            "strs": "a list of names"}.get(key.kind, f"a {key.kind}")
+    return kind + (" " + key.bounds() if key.bounds() else "") + (" or null" if key.nullable else "")
 
 
 def _coerce(name: str, key: Key, value):
@@ -291,8 +312,12 @@ PATH_KEYS = ("data.root", "data.path")
 
 def resolve_paths(cfg: dict) -> dict:
     """A copy of ``cfg`` whose set PATH_KEYS are absolute (``~`` expanded, relative paths taken
-    from the current directory, which is where the run reads them)."""
+    from the current directory, which is where the run reads them). A data root given by
+    ``$TRAINLAB_DATA`` is written into ``data.root``: a later command in a shell without that
+    variable (evaluate, ``train -c RUN/config.yaml``, ensemble, finetune) finds the same data."""
     cfg = copy.deepcopy(cfg)
+    if "data" in cfg and not cfg["data"].get("root") and os.environ.get("TRAINLAB_DATA"):
+        cfg["data"]["root"] = os.environ["TRAINLAB_DATA"]
     for key in PATH_KEYS:
         section, name = key.split(".")
         if cfg.get(section, {}).get(name):

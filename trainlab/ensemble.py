@@ -2,13 +2,13 @@
 time average their results" · "Enjoy 2% extra performance"), snapshot ensembles and Polyak/EMA weights.
 
     # independent models: same config, different seeds (or different hyperparameters)
-    for s in 1 2 3 4 5; do trainlab train -c fm.yaml seed=$s --out runs/fm-$s; done
-    trainlab ensemble runs/fm-1 runs/fm-2 runs/fm-3 runs/fm-4 runs/fm-5 --out runs/fm-ens
+    for s in 1 2 3 4 5; do trainlab train -c examples/fm-ensemble.yaml seed=$s --out runs/fm-$s; done
+    trainlab ensemble runs/fm-1 runs/fm-2 runs/fm-3 runs/fm-4 runs/fm-5 --out runs/ens-fm
 
     # snapshot ensemble: one run, the weights at the end of each of the last 5 SGDR cycles
-    trainlab train -c fm.yaml schedule.name=sgdr schedule.cycle_epochs=2 train.epochs=10 \\
-        train.snapshots=5 --out runs/fm-snap
-    trainlab ensemble runs/fm-snap --snapshots --out runs/fm-snap-ens
+    trainlab train -c examples/fm-ensemble.yaml schedule.name=sgdr schedule.cycle_epochs=2 train.epochs=10 \\
+        train.snapshots=5 --out runs/snap-fm
+    trainlab ensemble runs/snap-fm --snapshots --out runs/snap-fm-ens
 
     # options: --method vote (majority vote), --tta crops (test-time augmentation), and
     # key=value overrides for loading the test split, e.g. data.root=../shared/data

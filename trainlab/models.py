@@ -43,6 +43,9 @@ MODELS: Registry = Registry("model")
 MLP_DEPTH, MLP_WIDTH = 2, 256
 CONVNET_DEPTH, CONVNET_WIDTH = 3, 32
 RESNET_DEPTH, RESNET_WIDTH, RESNET18_WIDTH = 20, 16, 64
+# model.norm when null: a ResNet is built around batch norm (He et al. 2016: BN after every conv;
+# without it the README's resnet20 at SGD lr 0.1 diverges), the plain nets train without one.
+DEFAULT_NORM = {"resnet": "batch"}
 
 
 class Classifier(nn.Module):
@@ -79,7 +82,7 @@ def model_config(**overrides) -> dict:
 
 def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int | None = None,
                  width: int | None = None, activation: str = "relu", leaky_slope: float = 0.01,
-                 elu_alpha: float = 1.0, maxout_k: int = 2, norm: str = "none", groups: int = 8,
+                 elu_alpha: float = 1.0, maxout_k: int = 2, norm: str | None = None, groups: int = 8,
                  init: str = "kaiming", init_std: float = 0.01, bias_init: float = 0.0, head_scale: float = 0.1,
                  zero_init_residual: bool = True, dropout: float = 0.0, dropconnect: float = 0.0,
                  stochastic_depth: float = 0.0, fractional_pool: bool = False, fractional_eval_sets: int = 1,
@@ -89,11 +92,14 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
     ``create_model("convnet", 10, (1, 8, 8), width=16, norm="batch", dropout=0.1)``.
 
     depth/width None: the architecture's own default (mlp 2 x 256; convnet 3 stages from 32
-    channels; resnet 20 from 16). The keywords are the ``model`` config keys (see the README's
-    table). An unknown name raises :class:`trainlab.errors.ConfigError`.
+    channels; resnet 20 from 16); norm None: batch norm for resnet, none otherwise. The keywords
+    are the ``model`` config keys (see the README's table). An unknown name raises
+    :class:`trainlab.errors.ConfigError`.
     """
     options = dict(locals())
     del options["num_classes"], options["input_shape"]
+    if norm is None:
+        options["norm"] = DEFAULT_NORM.get(name, "none")
     if num_classes < 1:
         raise UserError(f"a classifier needs at least one class, got num_classes={num_classes}")
     check_bounds(f"model {name!r}", options, {key: f"model.{key}" for key in options if key != "name"})

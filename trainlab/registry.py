@@ -25,10 +25,15 @@ T = TypeVar("T")
 
 
 def close_matches(name: str, options) -> str:
-    """' (did you mean: a, b?)' for a misspelt name, or '' when nothing is close."""
+    """' (did you mean: a, b?)' for a misspelt name, or '' when nothing is close. Names are
+    lower-case: 'MNIST' is pointed at 'mnist' first."""
     if len(str(name)) > 100:  # difflib is quadratic; no real name is that long
         return ""
-    found = difflib.get_close_matches(str(name), list(options), n=3, cutoff=0.5)
+    options = list(options)
+    same = [o for o in options if isinstance(o, str) and o.lower() == str(name).lower() and o != str(name)]
+    if same:
+        return f" (names are lower-case: did you mean {same[0]}?)"
+    found = difflib.get_close_matches(str(name), options, n=3, cutoff=0.5)
     return f" (did you mean: {', '.join(found)}?)" if found else ""
 
 

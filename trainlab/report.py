@@ -41,8 +41,29 @@ def accuracy_curves(epochs: list[dict]) -> dict[str, tuple[list[tuple[int, float
     return curves
 
 
-def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
-    """loss.png (scatter + moving average), accuracy.png (train/val per epoch), lr.png."""
+def schedule_at_every_step(records: list[dict], cfg: dict | None) -> list[float] | None:
+    """The rate of update 1, 2, ..., n of the run, from the schedule's closed form
+    (:func:`trainlab.schedules.schedule_curve`), or None when the run's records do not fit it
+    (no config, a first epoch cut short, or rates logged that the formula does not give). Logged
+    steps alone (every train.log_every) would draw a 30-step SGDR cycle as a zig-zag."""
+    from trainlab.schedules import schedule_curve
+
+    steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    if cfg is None or not steps or not epochs:
+        return None
+    per_epoch, last = epochs[0]["step"], max(r["step"] for r in steps + epochs)
+    if per_epoch < 1 or (cfg["train"]["max_steps"] and per_epoch >= cfg["train"]["max_steps"]):
+        return None
+    curve = schedule_curve(cfg, per_epoch)[:last]
+    fits = all(r["step"] <= len(curve) and math.isclose(curve[r["step"] - 1], r["lr"], rel_tol=1e-5, abs_tol=1e-12)
+               for r in steps)
+    return curve if fits else None
+
+
+def plot_training_curves(records: list[dict], plots: Path, cfg: dict | None = None) -> list[Path]:
+    """loss.png (scatter + moving average), accuracy.png (train/val per epoch), lr.png (the
+    schedule at every step when ``cfg`` is given and fits the logged rates, else the logged steps)."""
     steps = [r for r in records if r.get("kind") == "step" and r.get("loss") is not None]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     out = []
@@ -60,7 +81,12 @@ def plot_training_curves(records: list[dict], plots: Path) -> list[Path]:
         ax.legend()
         out.append(save_figure(fig, plots / "loss.png"))
         fig, ax = plt.subplots(figsize=(7, 3))
-        ax.plot(x, [r["lr"] for r in steps], color="C4")
+        curve = schedule_at_every_step(records, cfg)
+        if curve is not None:
+            ax.plot(range(1, len(curve) + 1), curve, color="C4", label="schedule (every step)")
+        else:
+            ax.plot(x, [r["lr"] for r in steps], color="C4", label="logged steps")
+        ax.legend()
         ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
         out.append(save_figure(fig, plots / "lr.png"))
     if epochs:
@@ -159,7 +185,9 @@ def ensemble_section(run_dir: Path) -> str:
 def lab_section(run_dir: Path, results: dict) -> str:
     """A lab experiment: the lecture's claims with verdicts, the measured table, the plots, and
     links to each training run's own report."""
-    parts = [f"<h2>{html.escape(results['title'])}</h2>", f"<p class='note'>{html.escape(results['setup'])}</p>",
+    quick = ("<p class='verdict'>Quick run (--quick): smoke-test sizes, so these verdicts show that the experiment "
+             "runs, not what it measures. Run it without --quick for the real measurement.</p>") if results.get("quick") else ""
+    parts = [f"<h2>{html.escape(results['title'])}</h2>", quick, f"<p class='note'>{html.escape(results['setup'])}</p>",
              "<h3>The lecture's claims</h3>",
              html_grid(["claim", "source", "measured", "verdict"], results["claims"], row_class="verdict"),
              "<h3>Measured</h3>", html_grid(results["columns"], results["rows"])]
@@ -191,13 +219,23 @@ def trials_section(run_dir: Path) -> str:
     return "<h2>Trials (best ten)</h2>" + html_grid(list(rows[0]), best)
 
 
+def _run_config(run_dir: Path) -> dict | None:
+    from trainlab.config import load_config
+    from trainlab.errors import UserError
+
+    try:
+        return load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    except UserError:  # a config from another trainlab version: draw the logged rates instead
+        return None
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Regenerate the run's plots and write ``report.html`` with every PNG embedded (opens offline)."""
     run_dir = Path(run_dir)
     plots_dir = run_dir / "plots"
     records = read_jsonl(run_dir / "metrics.jsonl")
     if records:
-        plot_training_curves(records, plots_dir)
+        plot_training_curves(records, plots_dir, _run_config(run_dir))
     summary = _read_json(run_dir / "summary.json") or {}
     if summary.get("confusion"):
         plot_confusion(summary["confusion"], summary.get("classes") or [str(i) for i in range(len(summary["confusion"]))],

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,8 +284,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(RankRNG(dp))  # on every rank, before the checkpointer saves what it gathered
     if writer:
         cbs.append(MetricsLogger(out, tc["log_every"]))
-        if tc["progress"]:
-            cbs.append(ProgressBar())
+        cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty(), say=say))
         cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
         out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
         if not resume:  # a new run's record starts empty (--force into a folder that had one)

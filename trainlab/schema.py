@@ -104,7 +104,7 @@ SCHEMA: dict[str, Key] = {
     "model.leaky_slope": _k(0.01, "float", "leaky_relu: slope for x < 0", **NONNEG),
     "model.elu_alpha": _k(1.0, "float", "elu: alpha", **POS),
     "model.maxout_k": _k(2, "int", "maxout: number of linear pieces", low=2),
-    "model.norm": _k("none", "str", "normalisation layer after each conv/linear", choices="norms"),
+    "model.norm": _k(None, "str", "normalisation layer after each conv/linear (null: batch for resnet, else none)", choices="norms", nullable=True),
     "model.groups": _k(8, "int", "group norm: number of groups", low=1),
     "model.sync_bn": _k("off", "str", "data-parallel: batch norm over the global batch (all ranks) instead of each rank's share", choices=("off", "on")),
     "model.init": _k("kaiming", "str", "weight initialisation", choices="inits"),

@@ -44,12 +44,12 @@ def cmd_lr_find(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("check", help="sanity checks: initial loss vs ln C, overfit a small sample, gradient check")
     add_config_args(p)
-    p.add_argument("--out", help="where checks.json goes (default runs/<data>-<model>-<time>-check)")
+    p.add_argument("--out", help="where checks.json goes (default runs/check-<data>-<model>-<time>)")
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("lr-find", help="learning-rate range test: loss against an exponentially growing rate")
     add_config_args(p)
-    p.add_argument("--out", help="where lr_find.json and plots/lr_find.png go (default runs/<data>-<model>-<time>-lr-find)")
+    p.add_argument("--out", help="where lr_find.json and plots/lr_find.png go (default runs/lr-find-<data>-<model>-<time>)")
     p.add_argument("--steps", type=int, default=STEPS, help=f"iterations of the sweep (default {STEPS})")
     p.add_argument("--min-lr", type=float, default=MIN_LR, help=f"first rate (default {MIN_LR:g})")
     p.add_argument("--max-lr", type=float, default=MAX_LR, help=f"last rate (default {MAX_LR:g})")

@@ -73,6 +73,24 @@ UNDERFIT_GAP = 0.05
 DECAYED = 0.30
 STILL_FALLING = 0.25
 FLATTENED = 0.5
+# ... and before the drop the loss had fallen by at least 1% of where it started: a loss flat at
+# ln C (every unit dead, nothing learnt) drifting by 1e-6 per epoch was never "still falling".
+LEARNT_SOMETHING = 0.01
+
+# "Decay later or less", in the keys of the schedule the run used (a cosine run has no milestones).
+DECAY_ADVICE = {
+    "step": "decay later (schedule.milestones, or more train.epochs) or less (schedule.gamma closer to 1)",
+    "exponential": "decay more slowly (a smaller schedule.decay) or train longer (train.epochs)",
+    "inv_t": "decay more slowly (a smaller schedule.decay) or train longer (train.epochs)",
+    "cosine": "train longer (more train.epochs: cosine spreads its decay over the whole run) or keep a higher "
+              "floor (schedule.min_scale)",
+    "linear": "train longer (more train.epochs: the decay is spread over the whole run) or keep a higher floor "
+              "(schedule.min_scale)",
+    "inv_sqrt": "train longer (train.epochs) or warm up longer (schedule.warmup_epochs)",
+    "sgdr": "use longer cycles (schedule.cycle_epochs, schedule.cycle_mult) or a higher floor (schedule.min_scale)",
+    "cyclic": "use longer cycles (schedule.cycle_epochs) or a higher floor (schedule.min_scale)",
+    "onecycle": "train longer (more train.epochs) or peak later (a larger schedule.peak_fraction)",
+}
 
 # Plateau: at a rate that has not been decayed (≥ 50% of its peak), the training loss changed by
 # less than 2% over the last third of training (at least 3 epochs), while the training accuracy
@@ -237,18 +255,20 @@ def lr_too_high(first_loss: float, steps: list[dict], history: list[dict], ratio
     return v if v is not None and v["code"] == "lr_too_high" else None
 
 
-def lr_too_low(first_loss: float, history: list[dict], ratio: float | None, explained: bool) -> dict | None:
+def lr_too_low(first_loss: float, history: list[dict], ratio: float | None, explained: bool,
+               step_limited: bool = False) -> dict | None:
     """The last epoch's training loss is less than BARELY_CHANGED below where it started, or the
     update ratio is ≥ 100x below the healthy 1e-3 — unless ``explained`` by the monitors: dead,
     saturated or vanishing units stall the loss and the updates whatever the rate ("bad
-    initialization")."""
+    initialization"). A run cut short by ``train.max_steps`` (``step_limited``) had too few
+    updates for its loss to say anything: only the update ratio is read then."""
     if not history or not _finite(history[-1]["train_loss"]) or first_loss <= 0:
         return None
     last = history[-1]["train_loss"]
     fall = (first_loss - last) / first_loss
     if explained:
         return None
-    if fall >= BARELY_CHANGED:
+    if fall >= BARELY_CHANGED or step_limited:
         v = update_ratio_verdict(ratio)
         return v if v is not None and v["code"] == "lr_too_low" else None
     return verdict("lr_too_low", f"Loss barely changing ({first_loss:.3g} → {last:.3g}, {fall:.1%} lower): the learning "
@@ -305,13 +325,16 @@ def _fall_per_epoch(losses: list[float], a: int, b: int) -> float:
     return (losses[a] - losses[b]) / (b - a)
 
 
-def decayed_too_early(first_loss: float, history: list[dict]) -> dict | None:
+def decayed_too_early(first_loss: float, history: list[dict], schedule: str = "step",
+                      explained: bool = False) -> dict | None:
     """At the first epoch d whose rate is ≤ DECAYED × the peak so far, the loss was still
-    falling at ≥ STILL_FALLING × its average pace since the start, and over the epochs after d
-    it fell at most FLATTENED × as fast as just before."""
+    falling at ≥ STILL_FALLING × its average pace since the start (having fallen by at least
+    LEARNT_SOMETHING of its start), and over the epochs after d it fell at most FLATTENED × as
+    fast as just before. Not when ``explained`` by dead, saturated or vanishing units: their
+    flat loss is not the schedule's doing. The advice names the keys of ``schedule``."""
     lrs = [h["lr"] for h in history]
     losses = [first_loss] + [h["train_loss"] for h in history]  # losses[e]: after e epochs
-    if len(history) < 3 or not all(_finite(x) for x in losses):
+    if explained or len(history) < 3 or not all(_finite(x) for x in losses):
         return None
     d = next((e for e in range(1, len(lrs)) if lrs[e - 1] <= DECAYED * max(lrs[:e])), None)
     # lrs[e - 1] is the rate at the end of epoch e, so epochs 1..e ran (mostly) before the drop
@@ -321,13 +344,16 @@ def decayed_too_early(first_loss: float, history: list[dict]) -> dict | None:
     before = _fall_per_epoch(losses, d - window, d)
     after = _fall_per_epoch(losses, d, d + window)
     average = _fall_per_epoch(losses, 0, d)
-    if average <= 0 or before < STILL_FALLING * average or after > FLATTENED * before:
+    if (average <= 0 or losses[0] - losses[d] < LEARNT_SOMETHING * losses[0] or before < STILL_FALLING * average
+            or after > FLATTENED * before):
         return None
-    return verdict("decayed_too_early", f"The loss was still falling ({before:.3g} per epoch, {before / average:.0%} of "
-                   f"its average pace) when the learning rate dropped to {lrs[d - 1]:.2g} at epoch {d}, and then "
-                   f"slowed to {after:.3g} per epoch. Loss was still going down when learning rate dropped, you "
-                   "decayed too early! Decay later (schedule.milestones, more train.epochs) or less (schedule.gamma).",
-                   decay_epoch=d, lr_at_decay=_round(lrs[d - 1]), peak_lr=_round(max(lrs[:d])),
+    pace = "faster than" if before > 1.1 * average else "about as fast as" if before > 0.9 * average else "slower than, but not far from,"
+    advice = DECAY_ADVICE.get(schedule, "decay later or less (the schedule.* keys of your schedule, or more train.epochs)")
+    return verdict("decayed_too_early", f"The loss was still falling by {before:.3g} per epoch ({pace} its average "
+                   f"{average:.3g} per epoch since the start) when the learning rate dropped to {lrs[d - 1]:.2g} at "
+                   f"epoch {d}; afterwards it fell by only {after:.3g} per epoch. Loss was still going down when "
+                   f"learning rate dropped, you decayed too early! With schedule.name={schedule}: {advice}.",
+                   decay_epoch=d, lr_at_decay=_round(lrs[d - 1]), peak_lr=_round(max(lrs[:d])), schedule=schedule,
                    fall_per_epoch_before=_round(before), fall_per_epoch_after=_round(after),
                    average_fall_per_epoch=_round(average))
 
@@ -384,7 +410,7 @@ EPOCH_KEYS = ("train_loss", "train_acc")
 def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list[dict] = (),
                      stop_reason: str | None = None, base_lr: float | None = None, num_classes: int | None = None,
                      best_val_acc: float | None = None, optimizer: str | None = None,
-                     lr: float | None = None) -> list[dict]:
+                     lr: float | None = None, max_steps: int | None = None, schedule: str = "step") -> list[dict]:
     """Verdicts ``{code, message, evidence}`` for the curves of any training loop, healthy only
     when nothing else fires.
 
@@ -394,7 +420,9 @@ def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list
     started; a NaN there is "rate too high"). monitors: probe records (see
     :func:`trainlab.babysit.monitors.attach_monitors`). base_lr: the undecayed rate, by default
     the highest one the monitors saw. optimizer, lr: named in a divergence verdict (lr: the
-    configured rate, by default base_lr).
+    configured rate, by default base_lr). max_steps: the run's step limit, if any (a run cut short
+    by it has not shown that its rate is too low). schedule: the schedule's name, for the keys the
+    decay advice names.
     """
     history = [dict(h) for h in history]
     for i, h in enumerate(history):
@@ -413,9 +441,10 @@ def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list
     found = [diverged(stop_reason, history, lr, optimizer)]
     found.append(lr_too_high(first, steps, history, ratio))
     if found[-1] is None and found[0] is None:
-        found.append(lr_too_low(first, history, ratio, explained=bool(units)))
+        step_limited = bool(max_steps) and bool(history) and history[-1].get("step", 0) >= max_steps
+        found.append(lr_too_low(first, history, ratio, explained=bool(units), step_limited=step_limited))
     has_lr = all("lr" in h for h in history)
-    found.append(decayed_too_early(first, history) if has_lr else None)
+    found.append(decayed_too_early(first, history, schedule, explained=bool(units)) if has_lr else None)
     # Underfitting and plateau are symptoms: when a cause is already named, their advice
     # ("train longer, bigger model", "decay the rate") would point the wrong way.
     caused = units or any(v is not None for v in found)
@@ -439,4 +468,5 @@ def diagnose(run_dir: Path, summary: dict, state, cfg: dict) -> list[dict]:
                             monitors=[r for r in records if r.get("kind") == "monitor"],
                             stop_reason=state.stop_reason, base_lr=base_lr(cfg), num_classes=summary.get("num_classes"),
                             best_val_acc=summary.get("best_val_acc"), optimizer=cfg["optim"]["name"],
-                            lr=cfg["optim"]["lr"])
+                            lr=cfg["optim"]["lr"], max_steps=cfg["train"]["max_steps"],
+                            schedule=cfg["schedule"]["name"])

@@ -472,8 +472,9 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 (size, size) if greyscale or (size, size, 3) if colour.
+def read_image(path: Path, size: int, channels: int | None = None) -> np.ndarray:
+    """One image as uint8 (size, size) if greyscale or (size, size, 3) if colour; ``channels``
+    (1 or 3) forces one of the two, as a trained model's input needs.
 
     ``ImageOps.fit`` centre-crops to a square before resizing, so objects keep their aspect
     ratio instead of being squashed.
@@ -483,7 +484,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            mode = "L" if im.mode in GREY_MODES else "RGB"
+            mode = {1: "L", 3: "RGB"}.get(channels) or ("L" if im.mode in GREY_MODES else "RGB")
             im = ImageOps.fit(im.convert(mode), (size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -581,7 +582,7 @@ def _npz_file(root: Path, path: Path | None) -> Path:
     return target
 
 
-def npz_images(x: np.ndarray, source: str) -> Tensor:
+def array_images(x: np.ndarray, source: str) -> Tensor:
     """x as float32: (N, D) features, or images given as (N, H, W), (N, H, W, C) or (N, C, H, W).
 
     A 4-d array is channels-last when its last axis looks like channels (1, 3 or 4) and its
@@ -654,8 +655,8 @@ def load_npz(root: Path, path: Path | None, download: bool, image_size: int) -> 
     if x_test is not None and x_test.shape[1:] != x.shape[1:]:
         raise UserError(f"{source}: x_test samples have shape {x_test.shape[1:]}, x samples {x.shape[1:]}")
     train_y, test_y, classes = npz_labels(y, y_test, arrays.get("classes"), source)
-    test_x = npz_images(x_test, source) if x_test is not None else None
-    return RawData(npz_images(x, source), train_y, test_x, test_y, classes)
+    test_x = array_images(x_test, source) if x_test is not None else None
+    return RawData(array_images(x, source), train_y, test_x, test_y, classes)
 
 
 # --- a directory of .npy arrays --------------------------------------------------------------
@@ -702,5 +703,5 @@ def load_npy(root: Path, path: Path | None, download: bool, image_size: int) -> 
     arrays, source = npy_arrays(root, path, mmap=False)
     y_test = arrays["y_test"].reshape(-1) if "y_test" in arrays else None
     train_y, test_y, classes = npz_labels(arrays["y"].reshape(-1), y_test, arrays.get("classes"), source)
-    test_x = npz_images(arrays["x_test"], source) if "x_test" in arrays else None
-    return RawData(npz_images(arrays["x"], source), train_y, test_x, test_y, classes)
+    test_x = array_images(arrays["x_test"], source) if "x_test" in arrays else None
+    return RawData(array_images(arrays["x"], source), train_y, test_x, test_y, classes)

@@ -59,10 +59,21 @@ def download_file(url: str, dest: Path, sha256: str | None, timeout: float = 30,
     when the machine is offline, the server refuses, or the checksum does not match.
     """
     dest = Path(dest)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the data folder {dest.parent}/ ({e.strerror}); set data.root to a writable folder") from None
+    try:
+        return _download(url, dest, sha256, timeout, hint)
+    except BaseException:
+        for folder in created:  # a failed download leaves no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _download(url: str, dest: Path, sha256: str | None, timeout: float, hint: str | None) -> Path:
     print(f"trainlab: downloading {url} -> {dest}", file=sys.stderr)
     tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
     try:

@@ -49,9 +49,9 @@ from trainlab.data.datasets import (
     _names,
     _to_unit_float,
     _unpickle,
+    array_images,
     folder_layout,
     npy_arrays,
-    npz_images,
     npz_labels,
     open_npy,
     read_idx,
@@ -188,7 +188,7 @@ def open_npy_source(root: Path, path: Path | None, download: bool, image_size: i
 
     def split(name: str) -> ArraySource:
         file = folder / f"{name}.npy"
-        return ArraySource(arrays[name], partial(npz_images, source=str(file)), str(file), partial(open_npy, file, True))
+        return ArraySource(arrays[name], partial(array_images, source=str(file)), str(file), partial(open_npy, file, True))
 
     test = split("x_test") if "x_test" in arrays else None
     return StreamSource(split("x"), train_y, test, test_y, names, "memory-mapped .npy")

@@ -41,6 +41,11 @@ DEFAULTS = ["model.name=convnet", "model.width=16", "model.depth=2", "optim.name
 QUICK = ["data.subset=300", "train.epochs=1", "model.width=8"]
 
 
+def _or_never(steps: int | None) -> str:
+    """Iterations to the target, or 'never (within the run)' when it was not reached."""
+    return "never (within the run)" if steps is None else str(steps)
+
+
 def first_hit(trial: Trial, target: float) -> int | None:
     return steps_to_target(trial.steps.error, target, WINDOW)
 
@@ -57,8 +62,8 @@ def activation_claims(rows: dict) -> list[dict]:
             else PARTLY if worst == "sigmoid" or "relu" in relu_family else DISAGREES)
     return [
         claim("[ReLU] Converges much faster than sigmoid/tanh in practice (e.g. 6x)", SLIDES,
-              f"iterations to {TARGETS[0]:.0%} training error: relu {steps['relu']}, tanh {steps['tanh']}, "
-              f"sigmoid {steps['sigmoid'] if steps['sigmoid'] is not None else 'never'} "
+              f"iterations to {TARGETS[0]:.0%} training error: relu {_or_never(steps['relu'])}, tanh {_or_never(steps['tanh'])}, "
+              f"sigmoid {_or_never(steps['sigmoid'])} "
               f"(tanh needs {times(speedup)} relu's iterations; the lecture: about 6×)",
               graded(speedup, 4.0, 1.5)),
         claim("Use ReLU … Try out Leaky ReLU / Maxout / ELU … Try out tanh but don't expect much … Don't use sigmoid",

@@ -64,14 +64,17 @@ def batchnorm_claims(grid: dict, lrs: list[float], stds: list[float], steps: dic
     ]
 
 
-def plot_grid(grid: dict, lrs: list[float], stds: list[float], path: Path) -> Path:
+def plot_grid(grid: dict, lrs: list[float], stds: list[float], path: Path, diverged: set = frozenset()) -> Path:
+    """Test accuracy per (rate, init std) cell; a diverged run is labelled so, not drawn as 0.00."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, norm in zip(axes, NORMS):
         m = np.array([[grid[norm, lr, s] for lr in lrs] for s in stds])
         ax.imshow(m, vmin=0, vmax=1, cmap="viridis", origin="lower")
         for i in range(len(stds)):
             for j in range(len(lrs)):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="white" if m[i, j] < 0.6 else "black")
+                label = "diverged" if (norm, lrs[j], stds[i]) in diverged else f"{m[i, j]:.2f}"
+                ax.text(j, i, label, ha="center", va="center", fontsize=8 if label == "diverged" else 10,
+                        color="white" if m[i, j] < 0.6 else "black")
         ax.set(xticks=range(len(lrs)), yticks=range(len(stds)), xlabel="learning rate", ylabel="init std",
                title=f"test accuracy, model.norm={norm}")
         ax.set_xticklabels([f"{v:g}" for v in lrs])
@@ -104,4 +107,5 @@ def batchnorm(ctx: LabContext) -> LabResult:
              f"before each relu). A run whose loss explodes is stopped by trainlab and scored 0.")
     return LabResult("batch norm: learning rate and initialisation grid", setup,
                      ["norm", "lr", "init_std", "test_acc", "diverged", "steps_to_10pct_error"], rows,
-                     batchnorm_claims(grid, lrs, stds, fastest), [plot_grid(grid, lrs, stds, ctx.plot_path("batchnorm_grid"))])
+                     batchnorm_claims(grid, lrs, stds, fastest), [plot_grid(grid, lrs, stds, ctx.plot_path("batchnorm_grid"),
+                                                                         {(r["norm"], r["lr"], r["init_std"]) for r in rows if r["diverged"]})])

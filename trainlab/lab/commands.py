@@ -35,10 +35,17 @@ def cmd_lab(args) -> int:
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     say(f"lab {args.name}{' (quick)' if args.quick else ''} → {out}")
     record = run_experiment(args.name, out, quick=args.quick, overrides=args.overrides, say=say)
+    if args.quick:
+        print(QUICK_NOTE)
+    mark = " (quick sizes)" if args.quick else ""
     for c in record["claims"]:
-        print(f"[{c['verdict']}] {c['claim'][:90]}{'…' if len(c['claim']) > 90 else ''}\n    measured: {c['measured']}")
+        print(f"[{c['verdict']}{mark}] {c['claim'][:90]}{'…' if len(c['claim']) > 90 else ''}\n    measured: {c['measured']}")
     print(f"wrote {out / 'results.md'}, {out / 'report.html'} in {record['wall_seconds']:.0f}s")
     return 0
+
+
+QUICK_NOTE = ("--quick ran smoke-test sizes (tiny data, few epochs): the verdicts below show that the experiment "
+              "runs, not what it measures; run it without --quick for the real measurement.")
 
 
 def register(subparsers) -> None:

@@ -42,9 +42,9 @@ EXPERIMENTS: Registry = Registry("lab experiment")
 AGREES, PARTLY, DISAGREES = "agrees", "partly", "does not agree"
 
 # The lecture material in shared/reference/, named the way docs/lab.md cites it.
-SLIDES = "Training Neural Networks slides (reference/002)"
-TRANSCRIPT = "Lecture 7 transcript (reference/000)"
-SLIDES_2016 = "Lecture 6 slides, 2016 (reference/001)"
+SLIDES = "Training Neural Networks slides"
+TRANSCRIPT = "Lecture 7 transcript"
+SLIDES_2016 = "Lecture 6 slides, 2016"
 
 # Every training run of the lab: no progress bars or monitors (they cost time and the lab
 # measures its own quantities); the rest is trainlab's defaults unless an experiment says otherwise.

@@ -1,11 +1,11 @@
 """The search and tune commands.
 
-    trainlab search -c base.yaml --space space.yaml --trials 20 --epochs 2 --out runs/search
-    trainlab search -c base.yaml --space space.yaml --sampler grid --grid-points 4 --out runs/grid
-    trainlab search -c base.yaml --space space.yaml --workers 2 --out runs/search      # 2 processes
-    trainlab search -c base.yaml --space space.yaml --storage postgresql://user@db/optuna \\
+    trainlab search -c examples/search-base.yaml --space examples/space.yaml --trials 20 --epochs 2 --out runs/search
+    trainlab search -c examples/search-base.yaml --space examples/grid-space.yaml --sampler grid --grid-points 3 --out runs/grid
+    trainlab search -c examples/search-base.yaml --space examples/space.yaml --workers 2 --out runs/search      # 2 processes
+    trainlab search -c examples/search-base.yaml --space examples/space.yaml --storage postgresql://user@db/optuna \\
         --study lr-wd --out runs/search                                  # on every machine
-    trainlab tune -c base.yaml --out runs/tune [--space space.yaml] [--budget small|medium]
+    trainlab tune -c examples/search-base.yaml --out runs/tune [--space examples/space.yaml] [--budget small|medium]
 
 Re-running a search with the same --out (or --storage and --study) resumes it.
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from trainlab.config import cfg_with, dump_config
 from trainlab.io import read_jsonl, write_json
 from trainlab.plots import embed_png, html_table, plt
-from trainlab.report import save_figure
+from trainlab.report import add_section, save_figure, write_report
 from trainlab.search.space import Space, encode_choice
 from trainlab.search.study import ranking, redact, round_trials
 
@@ -232,6 +233,15 @@ def results_html(out: Path, summary: dict) -> str:
     return "".join(parts)
 
 
+@add_section
+def search_section(run_dir: Path) -> str:
+    """report.html's search section, for a directory that holds a search (its search.json)."""
+    path = Path(run_dir) / "search.json"
+    if not path.is_file():
+        return ""
+    return results_html(Path(run_dir), json.loads(path.read_text()))
+
+
 def write_results(study: optuna.Study, base: dict, space: Space, rounds: list[dict], out: Path, options,
                   wall: float, say: Callable[[str], None] = print) -> dict:
     """trials.csv, best.yaml, search.json and the plots; returns search.json's contents."""
@@ -259,10 +269,11 @@ def write_results(study: optuna.Study, base: dict, space: Space, rounds: list[di
         "wall_seconds": wall,
     }
     write_json(out / "search.json", summary)
+    write_report(out)  # search.json, trials.csv and the plots, on one page
     if best is None:
         say(f"search finished without a completed trial in the {last_stage} stage; see {out / 'trials.csv'}")
     else:
         say(f"best: trial {best.number} ({best.user_attrs['stage']}), validation accuracy {best.value:.4f}: "
             + " ".join(f"{k}={v}" for k, v in best.user_attrs["overrides"].items()))
-        say(f"wrote {out / 'trials.csv'}, {out / 'best.yaml'}, {out / 'search.json'} and {plots}/")
+        say(f"wrote {out / 'report.html'}, {out / 'trials.csv'}, {out / 'best.yaml'}, {out / 'search.json'} and {plots}/")
     return summary

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.device import place_worker
 from trainlab.errors import UserError, first_line
+from trainlab.plugins import load_plugins
 from trainlab.search.results import write_results
 from trainlab.search.space import (
     Space,
@@ -165,32 +166,46 @@ def settle_round(study: optuna.Study, label: str, space: Space, seeds: dict[int,
     return space_from_state(stored["space"]), {int(i): p for i, p in stored["seeds"].items()}
 
 
+def _duration(seconds: float) -> str:
+    """12 s, 3.5 min, 1.2 h."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def make_objective(storage, study: optuna.Study, job: SearchJob, label: str, n: int, stage: Stage, space: Space,
                    say: Callable[[str], None]) -> Callable:
     grace = 3 * job.options.heartbeat
+    durations: list[float] = []  # this worker's trials of this round, for the time estimate
+
+    def done(head: str, slot: int, seconds: float, what: str) -> None:
+        durations.append(seconds)
+        left = math.ceil((n - slot - 1) / job.options.workers)
+        eta = f"; round done in about {_duration(left * sum(durations) / len(durations))}" if left > 0 else ""
+        say(f"{head}: {what} ({_duration(seconds)}{eta})")
 
     def objective(trial: optuna.Trial) -> float:
         beat_now(storage, study, trial)
         trial.set_user_attr("stage", stage.name)
         trial.set_user_attr("epochs", stage.epochs)
-        if claim_slot(study, trial, label, n, grace) < 0:
+        slot = claim_slot(study, trial, label, n, grace)
+        if slot < 0:
             raise SurplusTrial(f"round {label} already has its {n} trials")
         overrides = suggest(trial, space)
         trial.set_user_attr("overrides", overrides)
-        head = f"trial {trial.number} [{label}] " + " ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+        head = f"trial {trial.number} [{label} {slot + 1} of {n}] " + " ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+        start = time.perf_counter()
         try:
             value = run_trial(trial, job.base, overrides, stage.epochs, job.out, job.options.monitors)
         except optuna.TrialPruned as e:
-            say(f"{head}: {e}")
+            done(head, slot, time.perf_counter() - start, str(e))
             raise
         except (UserError, RuntimeError, MemoryError, ValueError) as e:
             # One configuration of the space cannot be trained (out of memory, a shape that does
             # not fit...): that trial FAILs and frees its slot; the study goes on.
             message = first_line(e)
             trial.set_user_attr("error", message)
-            say(f"{head}: FAIL ({message})")
+            done(head, slot, time.perf_counter() - start, f"FAIL ({message})")
             raise TrialFailed(message) from e
-        say(f"{head}: val_acc {value:.4f}")
+        done(head, slot, time.perf_counter() - start, f"val_acc {value:.4f}")
         return value
 
     return objective
@@ -280,6 +295,7 @@ def _worker_process(job: SearchJob, index: int) -> None:
     say = lambda msg: print(f"[worker {index}] {msg}", flush=True)  # noqa: E731
     say(f"on {place_worker(index, job.options.workers)}")
     try:
+        load_plugins()  # the user's components named by --import (passed on in $TRAINLAB_IMPORT)
         search_worker(job, say=say)
     except UserError as e:
         print(f"[worker {index}] trainlab: error: {e}", file=sys.stderr, flush=True)

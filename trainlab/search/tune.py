@@ -331,7 +331,12 @@ def _evidence_html(evidence) -> str:
 
 
 def _short(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+    """A value in plain words: floats to 4 digits, dicts as 'key value, ...' (never a Python repr)."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_short(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(_short, v))
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else "—" if v is None else str(v)
 
 
 def write_tune_report(out: Path, doc: dict) -> Path:
