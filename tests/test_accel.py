@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.test_cli import assert_user_error, run_cli
-from tests.test_train import InterruptAt, quiet
+from tests.helpers import assert_user_error, quiet, run_cli
+from tests.test_train import InterruptAt
 from trainlab.checkpoint import load_checkpoint, load_model_state, model_state, strip_wrapper_prefixes, unwrap_model
 from trainlab.classifier import load_classifier
 from trainlab.config import load_config

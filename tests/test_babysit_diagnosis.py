@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.babysit import diagnosis
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
@@ -22,7 +23,7 @@ def codes_of(summary: dict) -> list[str]:
 
 
 def run(tmp_path, *overrides) -> dict:
-    return train_run(load_config(None, QUICK + list(overrides)), tmp_path / "run", say=lambda m: None)
+    return train_run(load_config(None, QUICK + list(overrides)), tmp_path / "run", say=quiet)
 
 
 def test_lr_far_too_high_stops_cleanly_with_a_usable_last_checkpoint(tmp_path, capsys):

@@ -4,31 +4,16 @@ Exit 2 must come with a one-paragraph message and no traceback.
 """
 import dataclasses
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import assert_user_error, free_port, run_cli
 from trainlab.cli import main
 from trainlab.data import datasets
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FAST = ["train.epochs=1", "train.progress=false", "monitor.every=0", "model.width=16"]
-
-
-def run_cli(*args):
-    """The real console entry point in a subprocess: what a user sees."""
-    return subprocess.run([sys.executable, "-m", "trainlab", *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_user_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stderr.startswith("trainlab: error:")
-    for w in words:
-        assert w in result.stderr, (w, result.stderr)
 
 
 @pytest.mark.parametrize("override, words", [
@@ -62,15 +47,9 @@ def test_absent_dataset_without_download_exits_2(tmp_path):
     assert_user_error(result, str(tmp_path / "fashion-mnist"), "train-images-idx3-ubyte")
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the socket is: nothing listens there
-
-
 def test_absent_dataset_offline_exits_2(tmp_path, monkeypatch, capsys):
     """Download on, but the network is unreachable: the URLs point at a closed loopback port."""
-    base = f"http://127.0.0.1:{closed_port()}/"
+    base = f"http://127.0.0.1:{free_port()}/"
     spec = datasets.PUBLIC_SETS["mnist"]
     files = tuple(dataclasses.replace(f, url=base + f.name) for f in spec.files)
     monkeypatch.setitem(datasets.PUBLIC_SETS, "mnist", dataclasses.replace(spec, files=files))

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.classifier import build_classifier
 from trainlab.cli import main
@@ -24,10 +25,6 @@ from trainlab.run import train_run
 from trainlab.schedules import cycle_end_steps
 
 TINY = ["train.progress=false", "monitor.every=0", "model.width=16", "train.batch_size=128", "optim.lr=0.01"]
-
-
-def quiet(msg):
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import quiet
 from trainlab.augmentation import TTA_SCALES, tta_views
 from trainlab.callbacks import MomentumAnnealing, momentum_annealing
 from trainlab.checkpoint import load_checkpoint
@@ -25,10 +26,6 @@ from trainlab.transfer import decide_strategy
 QUIET = ["train.progress=false", "monitor.every=0", "monitor.plots=false"]
 TINY = QUIET + ["data.subset=200", "train.epochs=1", "train.batch_size=50"]
 CONV = ["model.name=convnet", "model.width=4", "model.depth=2"]
-
-
-def quiet(msg):
-    pass
 
 
 # --- momentum annealing ----------------------------------------------------------------------------

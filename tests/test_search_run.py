@@ -4,15 +4,12 @@ import json
 
 import pytest
 
+from tests.helpers import quiet
 from trainlab.config import load_config
 from trainlab.search.space import parse_space
 from trainlab.search.stages import SearchOptions, run_search
 
 TINY = ["data.subset=300", "model.width=16", "train.batch_size=32"]
-
-
-def quiet(msg):
-    pass
 
 
 def rows(out):

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint
 from trainlab.config import load_config
 from trainlab.errors import UserError
@@ -11,10 +12,6 @@ from trainlab.run import train_run
 from trainlab.train import Callback
 
 TINY = ["train.epochs=2", "train.batch_size=64", "train.progress=false", "model.width=32", "monitor.every=0", "optim.lr=0.01"]
-
-
-def quiet(msg):
-    pass
 
 
 def tiny_cfg(*extra):

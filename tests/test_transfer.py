@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
 from trainlab.cli import main
@@ -27,10 +28,6 @@ from trainlab.transfer import (
 NET = ["model.name=convnet", "model.width=4", "model.norm=batch"]
 TINY = ["train.progress=false", "monitor.every=0", "train.batch_size=64", "optim.lr=0.01", "train.epochs=1"]
 TARGET = ["data.classes=[5,6,7,8,9]", "data.per_class=40"]
-
-
-def quiet(msg):
-    pass
 
 
 @pytest.fixture(scope="module")

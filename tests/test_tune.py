@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from tests.helpers import quiet
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.search.tune import default_space, trial_lengths, tune
@@ -10,10 +11,6 @@ from trainlab.search.tune import default_space, trial_lengths, tune
 TINY = ["data.subset=300", "model.width=64", "train.batch_size=32", "train.epochs=2", "train.progress=false",
         "monitor.every=0"]
 BUDGET = {"trials": 3, "epochs": 1, "refine_trials": 2, "refine_epochs": 1, "max_widen": 0}
-
-
-def quiet(msg):
-    pass
 
 
 def trial_schedules(out) -> set[str]:
