@@ -54,12 +54,14 @@ def test_amp_settings_resolve_per_device():
             autocast_dtype(spelling, CPU)
 
 
+@pytest.mark.slow
 def test_fp16_on_cpu_exits_2_naming_the_key(tmp_path):
     result = run_cli("train", "train.amp=fp16", "train.epochs=1", "--out", str(tmp_path / "run"))
     assert_user_error(result, "train.amp=fp16", "train.amp=bf16")
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bf16_trains_digits_within_one_point_of_fp32(tmp_path):
     fp32 = train_run(tiny_cfg("train.epochs=4", "train.amp=off"), tmp_path / "fp32", say=quiet, report=False)
     probe = ForwardDtypes()

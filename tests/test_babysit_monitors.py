@@ -90,6 +90,7 @@ def test_update_ratio_is_the_sgd_step_over_the_weight():
     assert w["shape"] == [3, 5] and b["shape"] == [3]
 
 
+@pytest.mark.slow
 def test_run_writes_monitor_records_tensorboard_and_plots(tmp_path):
     cfg = load_config(None, ["model.name=convnet", "model.width=4", "model.depth=2", "train.epochs=1",
                              "train.progress=false", "monitor.every=5", "monitor.probe_size=64", "monitor.bins=12"])

@@ -321,6 +321,7 @@ def test_a_space_with_impossible_sizes_is_refused_up_front(tmp_path, capsys):
     assert not (tmp_path / "s" / "trials").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_fail_and_the_search_goes_on(tmp_path, capsys, monkeypatch):
     import trainlab.search.stages as stages
 

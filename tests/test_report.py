@@ -116,6 +116,7 @@ IMAGE_PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="no chromium binary (set TRAINLAB_TEST_CHROMIUM, or apt-get install chromium)")
 def test_real_report_renders_in_headless_chromium(tmp_path):
     cfg = load_config(None, ["train.epochs=2", "train.progress=false", "model.width=32", "monitor.every=5",

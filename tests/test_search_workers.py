@@ -21,6 +21,8 @@ import pytest
 
 from tests.helpers import free_port
 
+pytestmark = pytest.mark.slow  # every test runs several search worker processes (and a postgres)
+
 TINY = ["data.subset=300", "model.width=16", "train.batch_size=32"]
 SPACE = "optim.lr: loguniform(1e-3, 1e-1)\nmodel.dropout: uniform(0, 0.3)\n"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models on a shared 2-core machine

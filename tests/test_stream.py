@@ -172,6 +172,7 @@ def test_shard_splits_every_global_batch_across_ranks(tmp_path):
 # --- errors ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_corrupt_image_mid_run_exits_2_naming_the_file(tmp_path):
     root = write_folder(tmp_path / "pets", per_class=6)
     bad = root / "b" / "3.png"

@@ -154,6 +154,7 @@ def test_similarity_and_threshold():
     assert choose_strategy(99, 100, True)[0] == "linear" and choose_strategy(100, 100, True)[0] == "top_k"
 
 
+@pytest.mark.slow
 def test_monitors_skip_frozen_parameters(source, tmp_path):
     """Frozen weights have no .grad: the monitors must watch only what is trained."""
     out = tmp_path / "ft"

@@ -17,6 +17,7 @@ def trial_schedules(out) -> set[str]:
     return {load_config(c)["schedule"]["name"] for c in (out / "trials").rglob("config.yaml")}
 
 
+@pytest.mark.slow
 def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
     """In the lectures' order: small weight decay in step 3, constant-rate trials, a loop back to
     step 5, and decay (the config's cosine) only in the final run."""
@@ -49,6 +50,7 @@ def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
     assert page.count("<h2>Step") == 7 and "data:image/png;base64," in page and "lr_find" in page
 
 
+@pytest.mark.slow
 def test_tune_in_the_earlier_order_keeps_the_schedule_in_every_trial(tmp_path):
     out = tmp_path / "tune"
     assert main(["tune", *TINY, "--order", "decay-throughout", "--out", str(out)]) == 0
