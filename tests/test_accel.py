@@ -184,6 +184,7 @@ def test_deterministic_turns_the_autotuner_off_and_contradicting_it_is_refused()
         load_config(None, ["train.deterministic=true", "train.cudnn_benchmark=on"])
 
 
+@pytest.mark.slow
 def test_summary_reports_the_processes_peak_rss(tmp_path):
     summary = train_run(tiny_cfg("train.epochs=1"), tmp_path / "run", say=quiet, report=False)
     now = psutil.Process().memory_info().rss / 2**20

@@ -113,6 +113,7 @@ def test_tta_on_flat_features_is_rejected_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_overrides_may_follow_options(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *FAST, "train.max_steps=2"]) == 0

@@ -278,6 +278,7 @@ def test_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path, capsy
     assert time.perf_counter() - t0 < 30  # generous: only a runaway expansion takes longer
 
 
+@pytest.mark.slow
 def test_messages_echo_a_bounded_part_of_a_huge_value(tmp_path, capsys):
     assert_exit_2(cli(capsys, "train", "optim.lr=" + "9" * 100_000 + "x", "--out", tmp_path / "r"), "optim.lr")
     assert_exit_2(cli(capsys, "train", "x" * 100_000 + "=1", "--out", tmp_path / "r"), "unknown config key")

@@ -67,8 +67,9 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("extra", [[], ["model.dropout=0.3", "augment.names=[flip,crop]", "train.ema=0.9",
-                                        "optim.name=momentum", "optim.lr=0.05", "model.norm=batch"]])
+@pytest.mark.parametrize("extra", [[], pytest.param(["model.dropout=0.3", "augment.names=[flip,crop]", "train.ema=0.9",
+                                                     "optim.name=momentum", "optim.lr=0.05", "model.norm=batch"],
+                                                    marks=pytest.mark.slow)])
 def test_resume_gives_identical_weights(tmp_path, extra):
     cfg = tiny_cfg(*extra)
     straight = tmp_path / "straight"
