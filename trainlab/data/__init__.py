@@ -1,4 +1,4 @@
-"""Data (SPEC §1): named data sets, a data root, and the seeded, stratified validation split.
+"""Data (docs/design.md §1): named data sets, a data root, and the seeded, stratified validation split.
 
     bundle = load_data(cfg)          # cfg: the full config (uses cfg["seed"] and cfg["data"])
     bundle.train_x.shape             # (N, C, H, W) float32 in [0, 1], or (N, D) features

@@ -1,4 +1,4 @@
-"""Data bigger than memory: batches streamed from disk through ``torch.utils.data`` (SPEC §9).
+"""Data bigger than memory: batches streamed from disk through ``torch.utils.data`` (docs/design.md §9).
 
     data = open_stream(cfg)              # labels in memory; images stay on disk (LazyImages)
     loader = StreamLoader(data.train_x, data.train_y, 128, device, transform=augment, seed=cfg["seed"])
