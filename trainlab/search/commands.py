@@ -82,7 +82,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("tune", help="the lectures' whole recipe: checks, lr-find, coarse and refined search, final model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
-    p.add_argument("--out", required=True, help="tune directory: tune.json, report.html, best.yaml, the search (study.db, trials/, trials.csv, search.json, plots/) and final/")
+    p.add_argument("--out", required=True, help="tune directory: tune.json, report.html, best.yaml, the search "
+                                                "(study.db, trials/, trials.csv, search.json, plots/) and final/")
     p.add_argument("--space", help="search space YAML (default: lr around the lr-find suggestion, weight decay, dropout)")
     p.add_argument("--budget", default="small", choices=("small", "medium"), help="how many trials and epochs (default small)")
     p.add_argument("--workers", type=int, default=1, help="search worker processes (default 1)")
