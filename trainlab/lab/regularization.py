@@ -35,7 +35,6 @@ REGULARISERS = {
     "none": [],
     "L2 (1e-3)": ["reg.penalty=l2", "reg.strength=1e-3"],
     "dropout 0.5": ["model.dropout=0.5"],
-    "DropConnect 0.5": ["model.dropconnect=0.5"],  # the convnet's linear head drops weights
     "fractional pooling": ["model.fractional_pool=true", "model.fractional_eval_sets=4"],
     "augmentation (crop)": ["augment.names=[crop]", "augment.crop_padding=1"],
     "batch norm": ["model.norm=batch"],
@@ -48,16 +47,20 @@ REGULARISERS = {
 DEFAULTS = ["model.name=convnet", "model.width=32", "model.depth=2", "data.per_class=30", "data.val_fraction=0.34",
             "train.epochs=100", "train.batch_size=32"]
 QUICK = ["data.per_class=10", "train.epochs=3", "model.width=8"]
-# Stochastic depth drops residual blocks, so it needs a ResNet: the smallest (depth 8, one block per
-# stage), with and without it. These two rows are compared with each other only.
+# DropConnect drops weights of the mlp's hidden layers and stochastic depth drops residual blocks,
+# so each is measured on the architecture it belongs to, with and without it: the mlp (2 x 256) and
+# the smallest ResNet (depth 8, one block per stage). Each pair is compared within itself only.
+MLP = ["model.name=mlp"]
 RESNET = ["model.name=resnet", "model.depth=8", "model.width=16"]
-STOCHASTIC_DEPTH = {
+PAIRS = {
+    "mlp": MLP,
+    "mlp, DropConnect 0.5": [*MLP, "model.dropconnect=0.5"],
     "resnet-8": RESNET,
     "resnet-8, stochastic depth 0.5": [*RESNET, "model.stochastic_depth=0.5"],
 }
 RANDOMNESS_CLAIMS = {  # row → the slide's words (Training / Testing) and the row it is compared with
-    "DropConnect 0.5": ("Training: Drop connections between neurons (set weights to 0)” · “Testing: Use all the "
-                        "connections", "none"),
+    "mlp, DropConnect 0.5": ("Training: Drop connections between neurons (set weights to 0)” · “Testing: Use all "
+                             "the connections", "mlp"),
     "fractional pooling": ("Training: Use randomized pooling regions” · “Testing: Average predictions from several "
                            "regions", "none"),
     "resnet-8, stochastic depth 0.5": ("Training: Skip some layers in the network” · “Testing: Use all the layer",
@@ -84,7 +87,7 @@ def randomness_claim(rows: dict, name: str) -> dict:
 
 def regularization_claims(rows: dict) -> list[dict]:
     none = rows["none"]
-    others = [r for n, r in rows.items() if n != "none" and n not in STOCHASTIC_DEPTH]
+    others = [r for n, r in rows.items() if n != "none" and n not in PAIRS]
     narrower = [r["regulariser"] for r in others if r["gap"] < none["gap"]]
     better = lambda n: rows[n]["test_acc"] - none["test_acc"]  # noqa: E731
     small_data = [better("cutout"), better("mixup")]
@@ -131,7 +134,7 @@ def regularization(ctx: LabContext) -> LabResult:
     seeds = ctx.size(2, 1)
     defaults = DEFAULTS + ctx.size([], QUICK)
     rows = {}
-    for name, keys in {**REGULARISERS, **STOCHASTIC_DEPTH}.items():
+    for name, keys in {**REGULARISERS, **PAIRS}.items():
         cfgs = [ctx.config(defaults, *keys, f"seed={s}") for s in range(seeds)]
         tag = re.sub(r"[^\w.]+", "-", name.split(" (")[0])
         trials = [ctx.trial(f"{tag}/seed{s}", cfg) for s, cfg in enumerate(cfgs)]
@@ -147,8 +150,9 @@ def regularization(ctx: LabContext) -> LabResult:
              f"for validation: {len(data.val_y)}), adam, cosine, {cfg['train']['epochs']} epochs, batch "
              f"{cfg['train']['batch_size']}, medians of {seeds} seed(s); test on the full test split "
              f"({len(data.test_y)} images). `train_acc` is measured on the clean training images in eval mode; "
-             f"`gap` = train_acc − best_val_acc. The two resnet-8 rows (trainlab's ResNet, depth 8, width 16, one "
-             f"block per stage) are the same set-up with and without stochastic depth, compared with each other.")
+             f"`gap` = train_acc − best_val_acc. The mlp rows (2 hidden layers of 256) and the resnet-8 rows "
+             f"(trainlab's ResNet, depth 8, width 16, one block per stage) are the same set-up with and without "
+             f"DropConnect and stochastic depth, each pair compared within itself.")
     return LabResult("regularisers on a small training set", setup,
                      ["regulariser", "train_acc", "best_val_acc", "gap", "test_acc"], list(rows.values()),
                      regularization_claims(rows), [plot_gaps(rows, ctx.plot_path("regularization"))])
