@@ -30,7 +30,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 
 def assert_user_error(result, *words: str) -> None:
-    """Exit 2 with a one-paragraph message naming ``words``, and no traceback.
+    """Exit 2 with a one-paragraph message naming ``words``, and no traceback (docs/design.md §8).
 
     ``result`` is a finished ``run_cli`` process, or ``(exit code, capsys.readouterr())`` of an
     in-process ``main([...])``.

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trainlab.config import SCHEMA, defaults, keys_table, load_config, parse_overrides
-from trainlab.errors import UserError
+from trainlab.errors import ConfigError, UserError
 
 
 def test_defaults_cover_every_key_and_validate():
@@ -87,7 +87,7 @@ def test_yaml_booleans_map_back_to_on_off_choices(override, key, expected, tmp_p
 
 
 def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
-    """config.yaml is 'fully resolved' (SPEC §8): a relative data.root is written as the folder it
+    """config.yaml is 'fully resolved' (docs/design.md §8): a relative data.root is written as the folder it
     meant from where the run started, so the file loads from any other directory."""
     from trainlab.config import dump_config
 
@@ -135,3 +135,11 @@ def test_unknown_keys_suggest_by_their_last_part_too(override, first):
 def test_names_are_lower_case_and_the_message_says_so():
     with pytest.raises(UserError, match="names are lower-case: did you mean mnist"):
         load_config(None, ["data.name=MNIST"])
+
+
+@pytest.mark.parametrize("override, model", [("model.dropconnect=0.5", "convnet"), ("model.stochastic_depth=0.2", "mlp"),
+                                             ("model.fractional_pool=true", "resnet"), ("model.channel_dropout=0.1", "mlp")])
+def test_a_regulariser_on_an_architecture_without_its_layers_is_refused(override, model):
+    """DropConnect on a convnet would silently do nothing (it acts on the mlp's hidden layers)."""
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(None, [override, f"model.name={model}"])

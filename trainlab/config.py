@@ -22,6 +22,7 @@ import yaml
 
 from trainlab.components import REGISTRIES
 from trainlab.errors import ConfigError, short, short_text
+from trainlab.models import check_architecture_options
 from trainlab.registry import close_matches
 from trainlab.schema import SCHEMA, Key, defaults, set_dotted
 
@@ -250,6 +251,7 @@ def validate(flat: dict[str, Any]) -> dict:
 
 def _check_consistency(cfg: dict) -> dict:
     """Cross-key rules that no single key can express."""
+    check_architecture_options(cfg["model"]["name"], cfg["model"])
     for name in ("augment.scale", "augment.ratio", "optim.betas"):
         v = _get(cfg, name)
         if len(v) != 2:
@@ -326,7 +328,7 @@ def resolve_paths(cfg: dict) -> dict:
 
 
 def dump_config(cfg: dict, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML with its paths resolved (SPEC §8: config.yaml is fully resolved)."""
+    """Write ``cfg`` as YAML with its paths resolved (docs/design.md §8: config.yaml is fully resolved)."""
     Path(path).write_text(yaml.safe_dump(resolve_paths(cfg), sort_keys=False))
 
 

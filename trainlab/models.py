@@ -100,6 +100,7 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
     del options["num_classes"], options["input_shape"]
     if norm is None:
         options["norm"] = DEFAULT_NORM.get(name, "none")
+    check_architecture_options(name, options)
     if num_classes < 1:
         raise UserError(f"a classifier needs at least one class, got num_classes={num_classes}")
     check_bounds(f"model {name!r}", options, {key: f"model.{key}" for key in options if key != "name"})
@@ -109,6 +110,21 @@ def create_model(name: str, num_classes: int, input_shape: tuple, *, depth: int 
     if head_stages > 1:
         model = read_several_stages(model, head_stages)
     return init_model(model, options)
+
+
+# Regularisers that live in one architecture's layers; anywhere else they would silently do nothing.
+ARCHITECTURE_OPTIONS = {"dropconnect": "mlp", "stochastic_depth": "resnet", "fractional_pool": "convnet",
+                        "channel_dropout": "convnet"}
+
+
+def check_architecture_options(name: str, options: dict) -> None:
+    """Refuse (ConfigError) a regulariser set on an architecture that has no layer for it:
+    DropConnect acts on the mlp's hidden layers, stochastic depth on residual blocks, fractional
+    pooling and channel dropout on the convnet's stages."""
+    for key, arch in ARCHITECTURE_OPTIONS.items():
+        if options.get(key) and name != arch:
+            raise ConfigError(f"model.{key}={options[key]} acts on the {arch}'s layers and model.name={name} has none: "
+                              f"use model.name={arch}, or leave model.{key} at its default")
 
 
 def build_model(cfg_model: dict, input_shape: tuple, num_classes: int) -> nn.Module:
