@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.test_cli import assert_user_error, run_cli
-from tests.test_train import InterruptAt, quiet
+from tests.helpers import assert_user_error, quiet, run_cli
+from tests.test_train import InterruptAt
 from trainlab.checkpoint import load_checkpoint, load_model_state, model_state, strip_wrapper_prefixes, unwrap_model
 from trainlab.classifier import load_classifier
 from trainlab.config import load_config
@@ -54,12 +54,14 @@ def test_amp_settings_resolve_per_device():
             autocast_dtype(spelling, CPU)
 
 
+@pytest.mark.slow
 def test_fp16_on_cpu_exits_2_naming_the_key(tmp_path):
     result = run_cli("train", "train.amp=fp16", "train.epochs=1", "--out", str(tmp_path / "run"))
     assert_user_error(result, "train.amp=fp16", "train.amp=bf16")
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bf16_trains_digits_within_one_point_of_fp32(tmp_path):
     fp32 = train_run(tiny_cfg("train.epochs=4", "train.amp=off"), tmp_path / "fp32", say=quiet, report=False)
     probe = ForwardDtypes()
@@ -182,6 +184,7 @@ def test_deterministic_turns_the_autotuner_off_and_contradicting_it_is_refused()
         load_config(None, ["train.deterministic=true", "train.cudnn_benchmark=on"])
 
 
+@pytest.mark.slow
 def test_summary_reports_the_processes_peak_rss(tmp_path):
     summary = train_run(tiny_cfg("train.epochs=1"), tmp_path / "run", say=quiet, report=False)
     now = psutil.Process().memory_info().rss / 2**20

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import model_cfg as cfg
 from trainlab.activations import (
     ACTIVATIONS,
     Maxout,
@@ -12,13 +13,6 @@ from trainlab.activations import (
     is_maxout,
     make_activation,
 )
-from trainlab.config import defaults
-
-
-def cfg(**kw):
-    c = defaults()["model"]
-    c.update(kw)
-    return c
 
 
 def test_every_activation_builds_a_fresh_module():

@@ -153,6 +153,7 @@ def test_create_augmentation_on_a_dataloader_batch():
     assert soft.shape == (16, 10) and torch.allclose(soft.sum(1), torch.ones(16))
 
 
+@pytest.mark.slow
 def test_import_trainlab_is_light_and_train_stays_the_api_function():
     code = ("import sys, trainlab; assert 'torch' not in sys.modules, 'torch imported'; "
             "from trainlab.train import Trainer; import trainlab.evaluate; "
@@ -188,6 +189,7 @@ def test_a_partial_dict_is_completed_with_the_defaults():
     assert cfg == expected
 
 
+@pytest.mark.slow
 def test_api_train_equals_cli_train_and_predict_equals_evaluate(tmp_path, capsys):
     overrides = ["train.epochs=2", "data.subset=400", "train.progress=false", "model.width=32"]
     assert main(["train", *overrides, "--out", str(tmp_path / "cli")]) == 0

@@ -4,6 +4,8 @@ augmentations and monitors, the components by name, and whole runs."""
 import re
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
@@ -19,6 +21,7 @@ def test_the_plain_loop_shows_what_issue_11_asks_for():
         assert needed in loop, needed
 
 
+@pytest.mark.slow
 def test_every_code_block_of_docs_api_md_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "api_md"}

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import quiet
 from trainlab.babysit import checks
 from trainlab.babysit.gradcheck import gradcheck_module, relative_error
 from trainlab.babysit.lr_find import analyse, smooth, sweep_rates
@@ -39,7 +40,7 @@ def test_check_fails_when_the_last_layer_makes_the_initial_loss_far_from_ln_c(tm
 
 def test_overfit_check_fails_and_says_why_when_the_rate_is_far_too_low():
     cfg = load_config(None, ["optim.lr=1e-7", "model.width=32"])
-    result = checks.check_overfit_small_sample(cfg, load_data(cfg), lambda m: None)
+    result = checks.check_overfit_small_sample(cfg, load_data(cfg), quiet)
     assert not result["passed"] and "LR too low" in result["advice"]
 
 

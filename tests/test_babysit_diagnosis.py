@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.babysit import diagnosis
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
@@ -22,9 +23,10 @@ def codes_of(summary: dict) -> list[str]:
 
 
 def run(tmp_path, *overrides) -> dict:
-    return train_run(load_config(None, QUICK + list(overrides)), tmp_path / "run", say=lambda m: None)
+    return train_run(load_config(None, QUICK + list(overrides)), tmp_path / "run", say=quiet)
 
 
+@pytest.mark.slow
 def test_lr_far_too_high_stops_cleanly_with_a_usable_last_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "optim.name=sgd", "optim.lr=10", "train.epochs=3", *QUICK, "--out", str(out)])
@@ -44,6 +46,7 @@ def test_lr_far_too_high_stops_cleanly_with_a_usable_last_checkpoint(tmp_path, c
     assert "[diverged]" in printed and "[lr_too_low]" not in printed
 
 
+@pytest.mark.slow
 def test_lr_far_too_low(tmp_path):
     summary = run(tmp_path, "optim.lr=1e-6", "train.epochs=3", "model.width=64")
     assert "lr_too_low" in codes_of(summary) and "healthy" not in codes_of(summary)
@@ -56,6 +59,7 @@ def test_lr_far_too_low(tmp_path):
     assert on_disk == json.loads(json.dumps(summary["diagnosis"]))
 
 
+@pytest.mark.slow
 def test_big_model_on_200_images_overfits(tmp_path):
     """200 training images (and 200 for validation, so the gap is measured to 0.5 points)."""
     summary = run(tmp_path, "data.subset=400", "data.val_fraction=0.5", "model.width=512", "optim.lr=0.003",
@@ -65,6 +69,7 @@ def test_big_model_on_200_images_overfits(tmp_path):
     assert v["evidence"]["train_acc"] >= 0.99 and v["evidence"]["gap"] > diagnosis.MEMORISED_GAP
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init, vanishes", [("small_gaussian", True), ("xavier", False)])
 def test_deep_tanh_small_init_vanishes_xavier_does_not(tmp_path, capsys, init, vanishes):
     summary = run(tmp_path, "model.depth=10", "model.activation=tanh", f"model.init={init}", "model.init_std=0.01",
@@ -76,12 +81,14 @@ def test_deep_tanh_small_init_vanishes_xavier_does_not(tmp_path, capsys, init, v
         assert "[vanishing_activations]" in capsys.readouterr().out  # warned live, during training
 
 
+@pytest.mark.slow
 def test_sigmoid_with_large_init_saturates(tmp_path):
     summary = run(tmp_path, "model.activation=sigmoid", "model.init=small_gaussian", "model.init_std=1.0",
                   "train.max_steps=20")
     assert "saturated_units" in codes_of(summary)
 
 
+@pytest.mark.slow
 def test_relu_with_large_negative_bias_dies(tmp_path):
     summary = run(tmp_path, "model.bias_init=-5", "train.max_steps=20")
     assert "dead_units" in codes_of(summary)
@@ -89,12 +96,14 @@ def test_relu_with_large_negative_bias_dies(tmp_path):
     assert max(v["evidence"]["dead_fraction"].values()) > 0.9
 
 
+@pytest.mark.slow
 def test_healthy_default_run(tmp_path):
     """The default config (10 epochs instead of 30, to stay quick) gets only `healthy`."""
     summary = run(tmp_path, "train.epochs=10")
     assert codes_of(summary) == ["healthy"]
 
 
+@pytest.mark.slow
 def test_step_decay_while_the_loss_still_falls_is_decayed_too_early(tmp_path):
     summary = run(tmp_path, "optim.name=sgd", "optim.lr=0.01", "schedule.name=step", "schedule.milestones=[0.2]",
                   "schedule.gamma=0.01", "train.epochs=6", "model.width=64")
@@ -127,6 +136,7 @@ def test_underfitting_and_overfitting_read_the_gap():
     assert diagnosis.overfitting(epochs([1.0, 0.5], [0.6, 0.9], [0.6, 0.88])) is None
 
 
+@pytest.mark.slow
 def test_one_epoch_under_dropout_is_not_underfitting(tmp_path):
     """After one epoch under dropout the running average of the minibatch accuracies (0.70 here)
     lags far behind the weights the epoch ends with; judged on it, the run read as underfitting
@@ -141,6 +151,9 @@ def test_one_epoch_under_dropout_is_not_underfitting(tmp_path):
     assert epoch["train_acc"] > diagnosis.UNDERFIT_TRAIN_ACC
     assert "underfitting" not in codes_of(summary)
     assert summary["train_acc"] == epoch["train_acc"]
+
+
+@pytest.mark.slow
 def test_dead_units_at_ln_c_are_not_decayed_too_early_nor_lr_too_low(tmp_path):
     """model.bias_init=-5: every ReLU dead, the loss flat at ln 10 while a step schedule decays."""
     summary = run(tmp_path, "model.bias_init=-5", "schedule.name=step", "train.epochs=4", "data.subset=300")
@@ -151,6 +164,7 @@ def test_dead_units_at_ln_c_are_not_decayed_too_early_nor_lr_too_low(tmp_path):
     assert diagnosis.decayed_too_early(2.302590, flat) is None  # 2e-6 per epoch is not "still falling"
 
 
+@pytest.mark.slow
 def test_a_run_cut_short_by_max_steps_is_not_lr_too_low(tmp_path):
     summary = run(tmp_path, "train.max_steps=3", "monitor.every=0")
     assert "lr_too_low" not in codes_of(summary)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import quiet
 from trainlab.babysit.monitors import activation_stats, parameter_stats, weight_snapshot
 from trainlab.config import load_config
 from trainlab.models import build_model, model_config
@@ -89,10 +90,11 @@ def test_update_ratio_is_the_sgd_step_over_the_weight():
     assert w["shape"] == [3, 5] and b["shape"] == [3]
 
 
+@pytest.mark.slow
 def test_run_writes_monitor_records_tensorboard_and_plots(tmp_path):
     cfg = load_config(None, ["model.name=convnet", "model.width=4", "model.depth=2", "train.epochs=1",
                              "train.progress=false", "monitor.every=5", "monitor.probe_size=64", "monitor.bins=12"])
-    train_run(cfg, tmp_path / "run", say=lambda m: None)
+    train_run(cfg, tmp_path / "run", say=quiet)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     monitors = [r for r in records if r["kind"] == "monitor"]
     assert [r["step"] for r in monitors][:4] == [0, 1, 5, 10]  # 0: the initialisation, before any update

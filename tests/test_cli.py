@@ -4,13 +4,11 @@ Exit 2 must come with a one-paragraph message and no traceback.
 """
 import dataclasses
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import assert_user_error, free_port, run_cli
 from trainlab.cli import main
 from trainlab.data import datasets
 
@@ -18,19 +16,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FAST = ["train.epochs=1", "train.progress=false", "monitor.every=0", "model.width=16"]
 
 
-def run_cli(*args):
-    """The real console entry point in a subprocess: what a user sees."""
-    return subprocess.run([sys.executable, "-m", "trainlab", *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_user_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stderr.startswith("trainlab: error:")
-    for w in words:
-        assert w in result.stderr, (w, result.stderr)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("override, words", [
     ("optim.lrr=0.1", ["unknown config key", "optim.lr"]),
     ("optim.name=adamm", ["optim.name", "adam"]),
@@ -43,6 +29,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, override, words):
     assert not (tmp_path / "run").exists(), "a rejected config must not leave a run directory behind"
 
 
+@pytest.mark.slow
 def test_truncated_data_file_exits_2(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
@@ -56,21 +43,16 @@ def test_truncated_data_file_exits_2(tmp_path):
     assert_user_error(result, "train-images-idx3-ubyte.gz", "download")
 
 
+@pytest.mark.slow
 def test_absent_dataset_without_download_exits_2(tmp_path):
     result = run_cli("train", "data.name=fashion-mnist", f"data.root={tmp_path}", "data.download=false",
                      "--out", str(tmp_path / "run"))
     assert_user_error(result, str(tmp_path / "fashion-mnist"), "train-images-idx3-ubyte")
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the socket is: nothing listens there
-
-
 def test_absent_dataset_offline_exits_2(tmp_path, monkeypatch, capsys):
     """Download on, but the network is unreachable: the URLs point at a closed loopback port."""
-    base = f"http://127.0.0.1:{closed_port()}/"
+    base = f"http://127.0.0.1:{free_port()}/"
     spec = datasets.PUBLIC_SETS["mnist"]
     files = tuple(dataclasses.replace(f, url=base + f.name) for f in spec.files)
     monkeypatch.setitem(datasets.PUBLIC_SETS, "mnist", dataclasses.replace(spec, files=files))
@@ -80,6 +62,7 @@ def test_absent_dataset_offline_exits_2(tmp_path, monkeypatch, capsys):
     assert not any((tmp_path / "mnist").glob("*.gz")), "a failed download must not leave partial files"
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path):
     assert_user_error(run_cli("train", "optim.lr", "--out", str(tmp_path / "r")), "key=value")
     assert_user_error(run_cli("train", "--resume", str(tmp_path / "nothing")), "cannot resume")
@@ -89,6 +72,7 @@ def test_bad_arguments_exit_2(tmp_path):
     assert_user_error(run_cli("evaluate", str(bad)), "corrupt")
 
 
+@pytest.mark.slow
 def test_train_evaluate_report_data_commands(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *FAST, "--out", str(out)]) == 0
@@ -109,6 +93,7 @@ def test_train_evaluate_report_data_commands(tmp_path, capsys):
     assert main(["config-keys"]) == 0 and "`optim.lr`" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_m_and_console_script_agree():
     a = run_cli("--help")
     assert a.returncode == 0
@@ -116,6 +101,7 @@ def test_python_m_and_console_script_agree():
         assert command in a.stdout
 
 
+@pytest.mark.slow
 def test_tta_on_flat_features_is_rejected_before_training(tmp_path):
     import numpy as np
 
@@ -127,6 +113,7 @@ def test_tta_on_flat_features_is_rejected_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_overrides_may_follow_options(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *FAST, "train.max_steps=2"]) == 0
@@ -144,6 +131,7 @@ def test_default_run_directories_name_their_command():
     assert default_out_dir(cfg, "finetune").name.startswith("finetune-digits-mlp-")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("progress", ["true", "false"])
 def test_output_into_a_file_is_one_line_per_epoch(tmp_path, progress):
     """Not a terminal: no bar fragments (\\r, batch/s) in the file; train.progress=false hides only the bar."""

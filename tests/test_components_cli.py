@@ -27,6 +27,7 @@ import torch
 import yaml
 
 import trainlab.report
+from tests.helpers import assert_user_error
 from trainlab.callbacks import EMA
 from trainlab.cli import main
 from trainlab.components import REGISTRIES
@@ -303,15 +304,6 @@ def assert_trained_one_step(out: Path, rc: int, captured) -> dict:
     return summary
 
 
-def assert_user_error(rc: int, captured, *words: str) -> None:
-    """Exit 2 with a one-paragraph message naming ``words``, and no traceback (docs/design.md §8)."""
-    assert rc == 2, captured.err
-    assert captured.err.startswith("trainlab: error:"), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for word in words:
-        assert word in captured.err, (word, captured.err)
-
-
 def flattens(preprocessor: str) -> bool:
     """Does the preprocessor turn images into vectors (so only the mlp can take its output)?"""
     pre = PREPROCESSORS.get(preprocessor)(defaults()["preprocess"]).fit(torch.rand(64, 1, 8, 8))
@@ -330,9 +322,9 @@ def test_trains_one_step_from_the_cli(c: Case, tmp_path, capsys, data_overrides,
     overrides = dict(o.split("=", 1) for o in c.overrides)
     # Two combinations are bad input, refused with a clear message instead of trained:
     if overrides.get("model.norm") == "instance" and overrides.get("model.name", "mlp") == "mlp":
-        assert_user_error(rc, captured, "model.norm=instance", "H x W", "model.norm=layer")
+        assert_user_error((rc, captured), "model.norm=instance", "H x W", "model.norm=layer")
     elif "preprocess.name" in overrides and needs_images(c) and flattens(overrides["preprocess.name"]):
-        assert_user_error(rc, captured, f"model.name={overrides['model.name']}", "model.name=mlp")
+        assert_user_error((rc, captured), f"model.name={overrides['model.name']}", "model.name=mlp")
     else:
         assert_trained_one_step(out, rc, captured)
         return

@@ -3,7 +3,6 @@ process, faults and resume. Multi-process tests run gloo on loopback (127.0.0.1 
 a timeout on every subprocess, so a failure can never hang the suite."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import free_port, quiet
 from trainlab.checkpoint import load_checkpoint
 from trainlab.cli import launch_argv, main
 from trainlab.config import load_config
@@ -117,12 +117,6 @@ def test_launch_argv_fixes_the_run_directory_and_drops_launcher_options():
 # --- multi-process runs --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
                           env={**os.environ, **(env or {})})
@@ -148,7 +142,7 @@ def max_abs_difference(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("extra", [[], ["model.norm=batch", "model.sync_bn=on"]], ids=["mlp", "sync_bn"])
 def test_two_processes_match_one_process_after_20_updates(extra, tmp_path):
     one = tmp_path / "one"
-    train_run(load_config(None, EQUAL + extra), one, say=lambda m: None)
+    train_run(load_config(None, EQUAL + extra), one, say=quiet)
     work = tmp_path / "work"
     work.mkdir()
     result = run(["-m", "trainlab", "train", "--nproc", "2", *EQUAL, *extra, "--out", "two"], work)

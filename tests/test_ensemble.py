@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.classifier import build_classifier
 from trainlab.cli import main
@@ -24,10 +25,6 @@ from trainlab.run import train_run
 from trainlab.schedules import cycle_end_steps
 
 TINY = ["train.progress=false", "monitor.every=0", "model.width=16", "train.batch_size=128", "optim.lr=0.01"]
-
-
-def quiet(msg):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +50,7 @@ def test_identical_members_equal_the_single_model():
     assert by_method == {"mean": ens["acc"], "vote": singles[0]["acc"]}  # identical voters agree with each one
 
 
+@pytest.mark.slow
 def test_ensemble_of_copies_of_one_run_equals_it(two_runs, tmp_path):
     shutil.copytree(two_runs / "r1", tmp_path / "copy")
     assert main(["ensemble", str(two_runs / "r1"), str(tmp_path / "copy"), "--out", str(tmp_path / "e")]) == 0
@@ -73,6 +71,7 @@ def test_vote_differs_from_mean_and_breaks_ties_by_probability():
     assert vote_probs(tie).argmax(1).item() == 1  # higher mean probability (0.65 vs 0.3)
 
 
+@pytest.mark.slow
 def test_two_seeds_ensemble_with_ema_and_tta(two_runs, tmp_path):
     out = tmp_path / "e"
     assert main(["ensemble", str(two_runs / "r1"), str(two_runs / "r2"), "--out", str(out), "--tta", "flip"]) == 0
@@ -87,6 +86,7 @@ def test_two_seeds_ensemble_with_ema_and_tta(two_runs, tmp_path):
     assert (out / "plots" / "confusion.png").is_file()
 
 
+@pytest.mark.slow
 def test_snapshot_saver_writes_k_snapshots_at_the_cycle_ends(tmp_path):
     cfg = load_config(None, TINY + ["schedule.name=sgdr", "schedule.cycle_epochs=1", "train.epochs=2",
                                     "train.snapshots=2"])
@@ -119,6 +119,7 @@ def test_snapshots_need_enough_cycles():
                                              "train.epochs=6"]), 10) == [40, 60]
 
 
+@pytest.mark.slow
 def test_members_must_share_data_set_and_classes(two_runs, tmp_path, capsys):
     ckpt = load_checkpoint(two_runs / "r2" / "checkpoints" / "best.pt")
     other = {**ckpt, "config": {**ckpt["config"], "data": {**ckpt["config"]["data"], "name": "mnist"}}}
@@ -133,6 +134,7 @@ def test_members_must_share_data_set_and_classes(two_runs, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_snapshots_missing_or_single_run_is_a_user_error(two_runs, tmp_path, capsys):
     assert main(["ensemble", str(two_runs / "r1"), "--snapshots", "--out", str(tmp_path / "e")]) == 2
     assert "no snapshots" in capsys.readouterr().err

@@ -38,6 +38,8 @@ from hypothesis import strategies as st
 from trainlab.cli import main
 from trainlab.config import SCHEMA
 
+pytestmark = pytest.mark.slow  # every test runs trainlab on many generated inputs
+
 EXAMPLES = int(os.environ.get("TRAINLAB_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

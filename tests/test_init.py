@@ -5,15 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.config import defaults
+from tests.helpers import model_cfg as cfg
 from trainlab.init import INITS, fan_in
 from trainlab.models import build_model
-
-
-def cfg(**kw):
-    c = defaults()["model"]
-    c.update(kw)
-    return c
 
 
 def weight(*shape):

@@ -41,6 +41,7 @@ def test_every_issue_experiment_is_registered():
     assert sorted(EXPERIMENTS.names()) == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
 def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
     out = tmp_path / name
@@ -66,6 +67,7 @@ def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
     assert "Quick run (--quick)" in page
 
 
+@pytest.mark.slow
 def test_lab_list_from_the_installed_command():
     done = subprocess.run([sys.executable, "-m", "trainlab", "lab", "list"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

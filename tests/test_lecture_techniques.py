@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import quiet
 from trainlab.augmentation import TTA_SCALES, tta_views
 from trainlab.callbacks import MomentumAnnealing, momentum_annealing
 from trainlab.checkpoint import load_checkpoint
@@ -25,10 +26,6 @@ from trainlab.transfer import decide_strategy
 QUIET = ["train.progress=false", "monitor.every=0", "monitor.plots=false"]
 TINY = QUIET + ["data.subset=200", "train.epochs=1", "train.batch_size=50"]
 CONV = ["model.name=convnet", "model.width=4", "model.depth=2"]
-
-
-def quiet(msg):
-    pass
 
 
 # --- momentum annealing ----------------------------------------------------------------------------
@@ -62,6 +59,7 @@ def test_momentum_annealing_sets_rho_or_beta1_before_every_update(name, key):
     assert momentum_annealing(load_config(None, []), 5) is None
 
 
+@pytest.mark.slow
 def test_momentum_annealing_trains_from_the_cli(tmp_path):
     out = tmp_path / "run"
     # 4 batches of 50, annealed over 2 epochs = 8 updates: after 4 updates rho = 0.5 + 0.49 * 4/8
@@ -89,6 +87,7 @@ def test_channel_dropout_drops_whole_channels_and_keeps_the_expectation():
     assert not any(isinstance(m, ChannelDropout) for m in build_model({"name": "convnet"}, (1, 8, 8), 10).modules())
 
 
+@pytest.mark.slow
 def test_channel_dropout_trains_from_the_cli(tmp_path):
     assert main(["train", *TINY, *CONV, "model.channel_dropout=0.2", "--out", str(tmp_path / "run")]) == 0
     model = load_classifier(load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt"))
@@ -115,6 +114,7 @@ def test_scales_are_the_ten_crops_at_each_scale():
             assert torch.equal(flipped, crop.flip(-1))
 
 
+@pytest.mark.slow
 def test_scales_tta_evaluates_from_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, *CONV, "--out", str(run)]) == 0
@@ -151,6 +151,7 @@ def test_region_sets_average_the_predictions_over_k_fixed_sets():
         torch.testing.assert_close(predict_probs(model, x), torch.softmax(model(x), 1))
 
 
+@pytest.mark.slow
 def test_fractional_region_sets_train_from_the_cli(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY, *CONV, "model.fractional_pool=true", "model.fractional_eval_sets=3",

@@ -3,16 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.config import defaults
+from tests.helpers import model_cfg as cfg
 from trainlab.errors import UserError
 from trainlab.models import build_model
 from trainlab.norms import NORMS, fold_batchnorm, make_norm
-
-
-def cfg(**kw):
-    c = defaults()["model"]
-    c.update(kw)
-    return c
 
 
 def images(n=16, c=8, h=5, w=6):

@@ -25,6 +25,7 @@ def trainlab_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "trainlab", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_import_option_makes_a_user_model_trainable_by_name(tmp_path):
     (tmp_path / "user_models.py").write_text(USER_MODULE)
     args = ["train", "model.name=user_tiny_cnn", "train.epochs=1", "data.subset=100", "train.progress=false",

@@ -125,6 +125,7 @@ def test_compare_tables_differences_metrics_and_curves(run, tmp_path, capsys):
     assert main(["compare", str(run)]) == 2
 
 
+@pytest.mark.slow
 def test_run_made_with_trainlab_data_evaluates_in_a_shell_without_it(tmp_path, monkeypatch):
     """The data root from $TRAINLAB_DATA is written into config.yaml and the checkpoints."""
     root = tmp_path / "data"

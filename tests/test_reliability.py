@@ -278,6 +278,7 @@ def test_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path, capsy
     assert time.perf_counter() - t0 < 30  # generous: only a runaway expansion takes longer
 
 
+@pytest.mark.slow
 def test_messages_echo_a_bounded_part_of_a_huge_value(tmp_path, capsys):
     assert_exit_2(cli(capsys, "train", "optim.lr=" + "9" * 100_000 + "x", "--out", tmp_path / "r"), "optim.lr")
     assert_exit_2(cli(capsys, "train", "x" * 100_000 + "=1", "--out", tmp_path / "r"), "unknown config key")
@@ -321,6 +322,7 @@ def test_a_space_with_impossible_sizes_is_refused_up_front(tmp_path, capsys):
     assert not (tmp_path / "s" / "trials").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_fail_and_the_search_goes_on(tmp_path, capsys, monkeypatch):
     import trainlab.search.stages as stages
 

@@ -11,6 +11,7 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import pytest
 
+from tests.helpers import quiet
 from trainlab.config import load_config
 from trainlab.plots import embed_png, save_figure
 from trainlab.report import write_report
@@ -115,12 +116,13 @@ IMAGE_PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="no chromium binary (set TRAINLAB_TEST_CHROMIUM, or apt-get install chromium)")
 def test_real_report_renders_in_headless_chromium(tmp_path):
     cfg = load_config(None, ["train.epochs=2", "train.progress=false", "model.width=32", "monitor.every=5",
                              "data.subset=300"])
     run = tmp_path / "run"
-    train_run(cfg, run, say=lambda msg: None)
+    train_run(cfg, run, say=quiet)
     report = run / "report.html"
     page = report.read_text()
     sources = assert_self_contained(page)
@@ -168,7 +170,7 @@ def test_lr_plot_draws_the_schedule_at_every_step(tmp_path):
 
     cfg = load_config(None, ["data.subset=600", "train.epochs=3", "schedule.name=sgdr", "schedule.cycle_epochs=1",
                              "train.progress=false", "monitor.every=0", "train.log_every=20"])
-    train_run(cfg, tmp_path / "r", say=lambda m: None)
+    train_run(cfg, tmp_path / "r", say=quiet)
     records = read_jsonl(tmp_path / "r" / "metrics.jsonl")
     per_epoch = next(r["step"] for r in records if r.get("kind") == "epoch")
     curve = schedule_at_every_step(records, load_config(tmp_path / "r" / "config.yaml"))

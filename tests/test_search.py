@@ -85,6 +85,7 @@ def write(path, text):
     return str(path)
 
 
+@pytest.mark.slow
 def test_bad_space_exits_2_from_the_command_line(tmp_path):
     """The real entry point, in a subprocess: exit 2, the key named, no traceback, no work done."""
     bad = write(tmp_path / "space.yaml", "optim.lr: loguniform(0, 0.1)\n")

@@ -4,15 +4,12 @@ import json
 
 import pytest
 
+from tests.helpers import quiet
 from trainlab.config import load_config
 from trainlab.search.space import parse_space
 from trainlab.search.stages import SearchOptions, run_search
 
 TINY = ["data.subset=300", "model.width=16", "train.batch_size=32"]
-
-
-def quiet(msg):
-    pass
 
 
 def rows(out):
@@ -24,6 +21,7 @@ def trial_dirs(out):
     return sorted(int(p.name) for p in (out / "trials").iterdir())
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_writes_trials_best_and_plots_and_resumes(tmp_path):
     base = load_config(None, TINY)
     space = parse_space({"optim.lr": "loguniform(1e-3, 1e-1)", "model.dropout": "uniform(0, 0.3)"})
@@ -73,6 +71,7 @@ def test_coarse_to_fine_writes_trials_best_and_plots_and_resumes(tmp_path):
     assert trial_dirs(out) == before and again["best"] == summary["best"]
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_trials(tmp_path):
     base = load_config(None, TINY)
     space = parse_space({"optim.lr": "loguniform(1e-3, 1e-1)"})
@@ -85,6 +84,7 @@ def test_resume_runs_only_the_missing_trials(tmp_path):
     assert len(rows(out)) == 3
 
 
+@pytest.mark.slow
 def test_grid_visits_every_point_and_a_hopeless_trial_is_pruned(tmp_path):
     """Grid slots run in order: three good rates finish, then lr=1e-6 is below their median after
     epoch 1 and is stopped there."""
@@ -100,6 +100,7 @@ def test_grid_visits_every_point_and_a_hopeless_trial_is_pruned(tmp_path):
     assert stopped["epochs"] == 1 and stopped["stop_reason"].startswith("pruned after epoch 1")
 
 
+@pytest.mark.slow
 def test_the_docs_space_with_choices_runs_coarse_to_fine_and_resumes(tmp_path):
     """docs/search.md's own space.yaml (a choice of optimisers and of augmentations): the refine
     round narrows the choices to the best coarse trials' values. Optuna fixes a parameter's

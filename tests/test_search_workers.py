@@ -10,7 +10,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow  # every test runs several search worker processes (and a postgres)
+
 TINY = ["data.subset=300", "model.width=16", "train.batch_size=32"]
 SPACE = "optim.lr: loguniform(1e-3, 1e-1)\nmodel.dropout: uniform(0, 0.3)\n"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models on a shared 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_postgres(cmd: list[str]) -> list[str]:

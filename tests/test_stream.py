@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import quiet
 from tests.test_data import write_cifar, write_mnist
 from trainlab.config import load_config
 from trainlab.data import describe_datasets, load_data
@@ -75,8 +76,8 @@ def test_streaming_and_in_memory_give_identical_batches(tmp_path, workers):
     root = write_folder(tmp_path / "pets")
     common = ("data.name=folder", f"data.path={root}", "data.image_size=12", "train.batch_size=7", "seed=3",
               f"data.workers={workers}", "augment.names=[flip,crop,jitter,cutout]", "augment.cutout_size=4")
-    memory = prepare(config(*common, "data.stream=off"), say=lambda _: None)
-    streamed = prepare(config(*common, "data.stream=on"), say=lambda _: None)
+    memory = prepare(config(*common, "data.stream=off"), say=quiet)
+    streamed = prepare(config(*common, "data.stream=on"), say=quiet)
     assert isinstance(memory.loader, TensorLoader) and isinstance(streamed.loader, StreamLoader)
     assert isinstance(streamed.data.train_x, LazyImages)
     # The same samples selected (train/val split from labels alone) and decoded to the same pixels.
@@ -94,8 +95,8 @@ def test_streaming_preprocessing_fit_equals_in_memory_fit(tmp_path, name):
     root = write_folder(tmp_path / "pets")
     common = ("data.name=folder", f"data.path={root}", "data.image_size=8", f"preprocess.name={name}",
               "augment.names=[lighting]")
-    memory = prepare(config(*common, "data.stream=off"), say=lambda _: None)
-    streamed = prepare(config(*common, "data.stream=on"), say=lambda _: None)
+    memory = prepare(config(*common, "data.stream=off"), say=quiet)
+    streamed = prepare(config(*common, "data.stream=on"), say=quiet)
     buffers = dict(memory.model.preprocess.named_buffers())
     for key, value in streamed.model.preprocess.named_buffers():
         assert value.shape == buffers[key].shape
@@ -171,6 +172,7 @@ def test_shard_splits_every_global_batch_across_ranks(tmp_path):
 # --- errors ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_corrupt_image_mid_run_exits_2_naming_the_file(tmp_path):
     root = write_folder(tmp_path / "pets", per_class=6)
     bad = root / "b" / "3.png"
@@ -244,12 +246,12 @@ def final_state(run: Path) -> tuple[dict, list]:
 def test_killed_mid_epoch_resumes_bit_for_bit(tmp_path, stream):
     write_npy(tmp_path / "npy", n=700)  # 600 images: 540 train → 9 steps per epoch
     cfg = run_config(tmp_path, stream)
-    quiet = dict(say=lambda _: None, report=False)
-    train_run(cfg, tmp_path / "whole", **quiet)
+    silent = dict(say=quiet, report=False)
+    train_run(cfg, tmp_path / "whole", **silent)
     with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, tmp_path / "cut", callbacks=[Kill(13)], **quiet)  # mid-epoch 2; last.pt at step 10
+        train_run(cfg, tmp_path / "cut", callbacks=[Kill(13)], **silent)  # mid-epoch 2; last.pt at step 10
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["step"] == 10
-    resumed = train_run(cfg, tmp_path / "cut", resume=True, **quiet)
+    resumed = train_run(cfg, tmp_path / "cut", resume=True, **silent)
     (wa, ha), (wb, hb) = final_state(tmp_path / "whole"), final_state(tmp_path / "cut")
     assert ha == hb and len(ha) == 3
     for key in wa:
@@ -266,11 +268,11 @@ def test_checkpoint_every_unset_saves_mid_epoch_only_after_the_time_limit(tmp_pa
 
     write_npy(tmp_path / "npy", n=700)
     cfg = config("data.name=npy", f"data.path={tmp_path / 'npy'}", "data.stream=off", "train.epochs=1")
-    quiet = dict(say=lambda _: None, report=False)
+    silent = dict(say=quiet, report=False)
     for seconds, expected_step in ((600.0, 0), (0.0, 2)):  # 10 minutes never pass; 0 s always have
         monkeypatch.setattr(Checkpointer, "AUTO_SECONDS", seconds)
         with pytest.raises(KeyboardInterrupt):
-            train_run(cfg, tmp_path / f"run{seconds}", callbacks=[Kill(3)], **quiet)
+            train_run(cfg, tmp_path / f"run{seconds}", callbacks=[Kill(3)], **silent)
         assert torch.load(tmp_path / f"run{seconds}" / "checkpoints" / "last.pt", weights_only=True)["step"] == expected_step
 
 

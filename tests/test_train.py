@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint
 from trainlab.config import load_config
 from trainlab.errors import UserError
@@ -11,10 +12,6 @@ from trainlab.run import train_run
 from trainlab.train import Callback
 
 TINY = ["train.epochs=2", "train.batch_size=64", "train.progress=false", "model.width=32", "monitor.every=0", "optim.lr=0.01"]
-
-
-def quiet(msg):
-    pass
 
 
 def tiny_cfg(*extra):
@@ -70,8 +67,9 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("extra", [[], ["model.dropout=0.3", "augment.names=[flip,crop]", "train.ema=0.9",
-                                        "optim.name=momentum", "optim.lr=0.05", "model.norm=batch"]])
+@pytest.mark.parametrize("extra", [[], pytest.param(["model.dropout=0.3", "augment.names=[flip,crop]", "train.ema=0.9",
+                                                     "optim.name=momentum", "optim.lr=0.05", "model.norm=batch"],
+                                                    marks=pytest.mark.slow)])
 def test_resume_gives_identical_weights(tmp_path, extra):
     cfg = tiny_cfg(*extra)
     straight = tmp_path / "straight"

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.checkpoint import load_checkpoint
 from trainlab.classifier import load_classifier
 from trainlab.cli import main
@@ -27,10 +28,6 @@ from trainlab.transfer import (
 NET = ["model.name=convnet", "model.width=4", "model.norm=batch"]
 TINY = ["train.progress=false", "monitor.every=0", "train.batch_size=64", "optim.lr=0.01", "train.epochs=1"]
 TARGET = ["data.classes=[5,6,7,8,9]", "data.per_class=40"]
-
-
-def quiet(msg):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +154,7 @@ def test_similarity_and_threshold():
     assert choose_strategy(99, 100, True)[0] == "linear" and choose_strategy(100, 100, True)[0] == "top_k"
 
 
+@pytest.mark.slow
 def test_monitors_skip_frozen_parameters(source, tmp_path):
     """Frozen weights have no .grad: the monitors must watch only what is trained."""
     out = tmp_path / "ft"

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from tests.helpers import quiet
 from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.search.tune import default_space, trial_lengths, tune
@@ -12,14 +13,11 @@ TINY = ["data.subset=300", "model.width=64", "train.batch_size=32", "train.epoch
 BUDGET = {"trials": 3, "epochs": 1, "refine_trials": 2, "refine_epochs": 1, "max_widen": 0}
 
 
-def quiet(msg):
-    pass
-
-
 def trial_schedules(out) -> set[str]:
     return {load_config(c)["schedule"]["name"] for c in (out / "trials").rglob("config.yaml")}
 
 
+@pytest.mark.slow
 def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
     """In the lectures' order: small weight decay in step 3, constant-rate trials, a loop back to
     step 5, and decay (the config's cosine) only in the final run."""
@@ -52,6 +50,7 @@ def test_tune_runs_every_step_and_writes_its_evidence(tmp_path):
     assert page.count("<h2>Step") == 7 and "data:image/png;base64," in page and "lr_find" in page
 
 
+@pytest.mark.slow
 def test_tune_in_the_earlier_order_keeps_the_schedule_in_every_trial(tmp_path):
     out = tmp_path / "tune"
     assert main(["tune", *TINY, "--order", "decay-throughout", "--out", str(out)]) == 0
