@@ -54,7 +54,7 @@ from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError, first_line
 from trainlab.evaluate import evaluate
 from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
-from trainlab.optim import build_optimizer, is_full_batch
+from trainlab.optim import build_optimizer, is_full_batch, optimizer_base_lr
 from trainlab.preprocessing import to_unit_float
 from trainlab.report import write_report
 from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files, trained_config
@@ -402,7 +402,7 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
 
 def diagnose_run(out: Path, summary: dict, trainer: Trainer, p: Prepared) -> list[dict]:
     """The verdicts of the curve diagnosis (SPEC §4): see trainlab.babysit.diagnosis."""
-    return diagnose(out, summary, trainer.state, p.cfg)
+    return diagnose(out, summary, trainer.state, p.cfg, optimizer_base_lr(trainer.optimizer))
 
 
 def write_summary(out: Path, summary: dict) -> None:

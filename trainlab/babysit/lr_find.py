@@ -34,7 +34,7 @@ from trainlab.classifier import make_loss, make_penalty
 from trainlab.config import dump_config
 from trainlab.errors import UserError
 from trainlab.io import write_json
-from trainlab.optim import base_lr, build_optimizer, is_full_batch
+from trainlab.optim import build_optimizer, is_full_batch, optimizer_base_lr
 from trainlab.plots import plt, save_figure
 from trainlab.run import prepare
 from trainlab.train import Callback, StepInfo, Trainer
@@ -153,7 +153,8 @@ def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, step
     optimizer = build_optimizer(p.model, p.cfg)
     rates = sweep_rates(min_lr, max_lr, steps)
     # Each group keeps its own multiplier (fine-tuning): the sweep scales the base rate.
-    scale = [r / base_lr(p.cfg) for r in rates]
+    base = optimizer_base_lr(optimizer)
+    scale = [r / base for r in rates]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: scale[min(i, len(scale) - 1)])
     recorder = RangeRecorder()
     trainer = Trainer(p.model, optimizer, scheduler, p.loader, make_loss(p.cfg), lambda m: {},
