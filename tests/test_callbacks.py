@@ -188,3 +188,30 @@ def test_a_user_callback_given_to_train_run_is_saved_by_the_checkpointer(tmp_pat
     last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert last["callbacks"]["stamp"] == {"epochs": 2}
     assert not math.isnan(last["callbacks"]["checkpointer"]["best"][0])
+
+
+# --- one trainer factory ------------------------------------------------------------------------------
+
+def test_train_lr_find_and_check_build_their_trainer_in_one_place(tmp_path, monkeypatch):
+    import trainlab.run
+    from trainlab.babysit.checks import check_overfit_small_sample
+    from trainlab.babysit.lr_find import lr_find
+    from trainlab.data import load_data
+
+    built = []
+
+    class Recorded(Trainer):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(trainlab.run, "Trainer", Recorded)
+    cfg = load_config(None, TINY)
+    train_run(cfg, tmp_path / "run", say=quiet)
+    lr_find(cfg, tmp_path / "find", say=quiet, steps=4)
+    check_overfit_small_sample(cfg, load_data(cfg), quiet)
+    assert len(built) == 3
+    train, find, check = built
+    assert train.epochs == 2 and train.max_steps == 6 and train.scheduler is not None
+    assert find.max_steps == 4 and isinstance(find.scheduler, torch.optim.lr_scheduler.LambdaLR)
+    assert check.scheduler is None and check.penalty is None and len(check.loader) < len(train.loader)

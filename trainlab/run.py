@@ -217,6 +217,34 @@ def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dic
     return evaluate_train_and_val
 
 
+def build_trainer(p: Prepared, callbacks: list[Callback] = (), *, cfg: dict | None = None, model: nn.Module | None = None,
+                  loader=None, evaluate: Callable[[nn.Module], dict] | None = None,
+                  scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+                  lr_multipliers: dict[str, float] | None = None, epochs: int | None = None, max_steps: int | None = None,
+                  accelerated: bool = True, data_parallel=None) -> Trainer:
+    """The one place a :class:`Trainer` is put together from a prepared setup, for ``train``,
+    ``lr-find`` and ``check``: the optimiser (:func:`build_optimizer`, with ``lr_multipliers``),
+    the schedule, the loss, the weight penalty and the evaluator, all from ``cfg`` (default
+    ``p.cfg``), over ``model`` and ``loader`` (default ``p.model``, ``p.loader``).
+
+    ``scheduler``: a function optimiser → scheduler (or None for a constant rate) replacing the
+    configured one; ``evaluate``: replaces :func:`make_evaluator`; ``epochs``, ``max_steps``:
+    replace ``train.epochs``, ``train.max_steps``. ``accelerated=False`` trains in float32
+    without ``torch.compile`` (the short probes of lr-find and check)."""
+    cfg = p.cfg if cfg is None else cfg
+    model = p.model if model is None else model
+    loader = p.loader if loader is None else loader
+    tc = cfg["train"]
+    optimizer = build_optimizer(model, cfg, lr_multipliers)
+    schedule = build_scheduler(optimizer, cfg, len(loader)) if scheduler is None else scheduler(optimizer)
+    return Trainer(model, optimizer, schedule, loader, make_loss(cfg),
+                   make_evaluator(p, data_parallel) if evaluate is None else evaluate,
+                   tc["epochs"] if epochs is None else epochs, penalty=make_penalty(cfg, model),
+                   clip_grad=tc["clip_grad"], max_steps=tc["max_steps"] if max_steps is None else max_steps,
+                   amp=p.amp if accelerated else None, device=p.device, callbacks=callbacks,
+                   closure_step=is_full_batch(cfg), compile=p.compile and accelerated, data_parallel=data_parallel)
+
+
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
               say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
@@ -262,8 +290,6 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             model = dp.convert_sync_bn(model)
         dp.find_unused_parameters = cfg["model"]["stochastic_depth"] > 0
         dp.seed_rank(cfg["seed"])
-    optimizer = build_optimizer(model, cfg, lr_multipliers)
-    scheduler = build_scheduler(optimizer, cfg, len(p.loader))
     tc = cfg["train"]
     meta = checkpoint_meta(cfg, data, model)
     if dp is not None:
@@ -291,10 +317,7 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             (out / "metrics.jsonl").unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
     reset_peak_memory(p.device)
-    trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p, dp), tc["epochs"],
-                      penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
-                      amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile,
-                      data_parallel=dp)
+    trainer = build_trainer(p, cbs, model=model, lr_multipliers=lr_multipliers, data_parallel=dp)
     if resume:
         launched = ckpt.get("launch", {}).get("world_size", 1)
         if launched != (1 if dp is None else dp.world_size):
