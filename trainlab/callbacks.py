@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from trainlab.checkpoint import model_state, save_checkpoint, unwrap_model
 from trainlab.errors import UserError
 from trainlab.io import append_jsonl
+from trainlab.log import say as say_info
 from trainlab.schedules import annealed_momentum, momentum_anneal_steps
 from trainlab.train import Callback, StepInfo, Trainer
 
@@ -250,7 +251,7 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """One line per epoch (loss, accuracy, rate, images/s) through ``say``, and, when ``bar`` is
+    """One line per epoch (loss, accuracy, rate, images/s) through ``say`` (default: the ``trainlab`` logger), and, when ``bar`` is
     on, a tqdm bar during the epoch (loss, accuracy, images/s, ETA). The bar is for terminals:
     written into a file it would leave a fragment per epoch, so the run turns it off when stdout
     is not one (and when train.progress=false); the epoch lines stay."""
@@ -258,7 +259,7 @@ class ProgressBar(Callback):
     name = "progress"
     order = 75
 
-    def __init__(self, every: int = 10, bar: bool = True, say=print):
+    def __init__(self, every: int = 10, bar: bool = True, say=say_info):
         self.every, self.bar_on, self.say = every, bar, say
         self.bar, self.seen = None, 0
 

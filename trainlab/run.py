@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import platform
 import sys
@@ -54,6 +55,8 @@ from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError, first_line
 from trainlab.evaluate import evaluate
 from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
+from trainlab.log import logger
+from trainlab.log import say as say_info
 from trainlab.optim import build_optimizer, is_full_batch, optimizer_base_lr
 from trainlab.preprocessing import to_unit_float
 from trainlab.report import write_report
@@ -130,7 +133,7 @@ class Prepared:
     augment: object = None  # the batched augmentation inside the loader's transform (None: none)
 
 
-def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
+def prepare(cfg: dict, say: Callable[[str], None] = say_info, model: PreprocessedModel | None = None,
             data=None, data_parallel=None, pixels: bool = False) -> Prepared:
     """Seed, load data onto the device, build (or adopt) the model and the batch loader (for a
     rank of a data-parallel job: its device, and its share of each global batch).
@@ -247,7 +250,7 @@ def build_trainer(p: Prepared, callbacks: list[Callback] = (), *, cfg: dict | No
 
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
-              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
+              say: Callable[[str], None] = say_info, extra_summary: dict | None = None, report: bool = True,
               data_parallel=None, force: bool = False) -> dict:
     """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
 
@@ -310,7 +313,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(RankRNG(dp))  # on every rank, before the checkpointer saves what it gathered
     if writer:
         cbs.append(MetricsLogger(out, tc["log_every"]))
-        cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty(), say=say))
+        # No bar where progress lines are off (trainlab -q) or would land in a file.
+        cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty() and logger.isEnabledFor(logging.INFO), say=say))
         cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
         out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
         if not resume:  # a new run's record starts empty (--force into a folder that had one)

@@ -31,6 +31,7 @@ from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
 from trainlab.evaluate import evaluate
 from trainlab.io import write_json
+from trainlab.log import say as say_info
 from trainlab.optim import is_full_batch
 from trainlab.run import build_trainer, prepare
 from trainlab.train import Callback, Trainer
@@ -198,7 +199,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_checks(cfg: dict, out: str | Path, say: Callable[[str], None] = print) -> list[dict]:
+def run_checks(cfg: dict, out: str | Path, say: Callable[[str], None] = say_info) -> list[dict]:
     """Every sanity check on the setup ``cfg`` describes; writes ``out/checks.json`` and prints a table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import torch
 from trainlab.config import dump_config
 from trainlab.errors import UserError
 from trainlab.io import write_json
+from trainlab.log import say as say_info
 from trainlab.optim import optimizer_base_lr
 from trainlab.plots import plt, save_figure
 from trainlab.run import build_trainer, prepare
@@ -136,7 +137,7 @@ def plot_lr_find(result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, steps: int = STEPS,
+def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = say_info, steps: int = STEPS,
             min_lr: float = MIN_LR, max_lr: float = MAX_LR) -> dict:
     """Run the range test for the setup ``cfg`` describes; writes ``out/lr_find.json``
     (``suggested_lr``, ``lrs``, ``losses``, ``smoothed``, regions, verdict) and ``out/plots/lr_find.png``."""
