@@ -61,3 +61,26 @@ def test_quiet_in_a_subprocess_prints_nothing_on_stdout(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_no_say_parameter_defaults_to_print():
+    """Every ``say=`` outside the lab (whose experiments talk on stderr by design) defaults to the
+    logger, so that -q silences it."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import trainlab
+    from trainlab.log import say
+
+    found = {}
+    for info in pkgutil.walk_packages(trainlab.__path__, "trainlab."):
+        if info.name.startswith("trainlab.lab") or info.name.endswith("__main__"):  # __main__ runs the CLI
+            continue
+        module = importlib.import_module(info.name)
+        for owner in [module, *(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == info.name)]:
+            for _, f in inspect.getmembers(owner, inspect.isfunction):
+                if f.__module__ == info.name and "say" in inspect.signature(f).parameters:
+                    found[f"{info.name}.{f.__qualname__}"] = inspect.signature(f).parameters["say"].default
+    assert found["trainlab.run.train_run"] is say and found["trainlab.callbacks.ProgressBar.__init__"] is say
+    assert [name for name, default in found.items() if default is print] == []
