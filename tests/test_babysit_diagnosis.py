@@ -1,4 +1,4 @@
-"""Curve diagnosis (SPEC §4/§8): each verdict from a real short run on digits, or — for the rules
+"""Curve diagnosis (docs/design.md §4/§8): each verdict from a real short run on digits, or — for the rules
 that need long runs — from a handmade history; `healthy` only when nothing else fires."""
 import json
 import math

@@ -1,4 +1,4 @@
-"""Monitors (SPEC §4): activation statistics as in the lecture's experiment, dead/saturated units,
+"""Monitors (docs/design.md §4): activation statistics as in the lecture's experiment, dead/saturated units,
 gradient norms, update ratios, and what a run writes (metrics.jsonl records, TensorBoard, plots)."""
 import json
 

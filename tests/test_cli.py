@@ -1,4 +1,4 @@
-"""The command line: exit codes (SPEC §8) and the messages users see for bad input.
+"""The command line: exit codes (docs/design.md §8) and the messages users see for bad input.
 
 Exit 2 must come with a one-paragraph message and no traceback.
 """

@@ -3,7 +3,7 @@
 Each case is one in-process ``trainlab train`` of a single update on 200 digits (or a tiny
 generated copy of another data set) with width-8 models. The cases are generated from
 ``trainlab.components.REGISTRIES``: a name registered tomorrow is trained here without editing
-this file, and :data:`SPEC_NAMES` pins the names SPEC §1–3 promises, so removing one fails too.
+this file, and :data:`SPEC_NAMES` pins the names docs/design.md §1–3 promises, so removing one fails too.
 
 Speed (~150 runs; 44 s on a 2-CPU machine at load 12, 16 s of CPU time): only the matplotlib
 drawing of the run's PNGs is stubbed, which was 1.5 s a run and the bulk of the time
@@ -36,7 +36,7 @@ from trainlab.data.loader import TensorLoader
 from trainlab.preprocessing import PREPROCESSORS
 from trainlab.train import Callback, Trainer
 
-# What SPEC §1–3 (and issue 3) name; the registries may hold more, never fewer.
+# What docs/design.md §1–3 (and issue 3) name; the registries may hold more, never fewer.
 SPEC_NAMES = {
     "datasets": {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "folder", "npz"},
     "preprocessors": {"none", "mean_image", "channel_mean", "standardize", "pca", "pca_whiten", "zca"},
@@ -304,7 +304,7 @@ def assert_trained_one_step(out: Path, rc: int, captured) -> dict:
 
 
 def assert_user_error(rc: int, captured, *words: str) -> None:
-    """Exit 2 with a one-paragraph message naming ``words``, and no traceback (SPEC §8)."""
+    """Exit 2 with a one-paragraph message naming ``words``, and no traceback (docs/design.md §8)."""
     assert rc == 2, captured.err
     assert captured.err.startswith("trainlab: error:"), captured.err
     assert "Traceback" not in captured.err + captured.out
@@ -465,7 +465,7 @@ def test_registries_hold_every_name_the_spec_promises():
     assert set(REGISTRIES) == set(SPEC_NAMES), "a new registry needs cases (and SPEC_NAMES) here"
     for kind, promised in SPEC_NAMES.items():
         missing = promised - set(names(kind))
-        assert not missing, f"{kind}: SPEC names {sorted(missing)} are not registered"
+        assert not missing, f"{kind}: docs/design.md names {sorted(missing)} are not registered"
 
 
 def test_every_registered_name_has_a_case():

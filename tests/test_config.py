@@ -87,7 +87,7 @@ def test_yaml_booleans_map_back_to_on_off_choices(override, key, expected, tmp_p
 
 
 def test_written_configs_name_their_paths_absolutely(tmp_path, monkeypatch):
-    """config.yaml is 'fully resolved' (SPEC §8): a relative data.root is written as the folder it
+    """config.yaml is 'fully resolved' (docs/design.md §8): a relative data.root is written as the folder it
     meant from where the run started, so the file loads from any other directory."""
     from trainlab.config import dump_config
 

@@ -165,3 +165,18 @@ def test_batchnorm_grid_labels_diverged_cells(tmp_path, monkeypatch):
     grid["none", 1.0, 0.01] = 0.0
     plot_grid(grid, [0.1, 1.0], [0.01], tmp_path / "g.png", {("none", 1.0, 0.01)})
     assert texts.count("diverged") == 1 and "0.00" not in texts
+
+
+def test_randomness_regularisers_are_graded_against_their_own_baseline():
+    """DropConnect and fractional pooling are compared with the convnet without regulariser,
+    stochastic depth with the same ResNet without it; a narrower gap and a better test accuracy
+    agree, one of the two is partly."""
+    from trainlab.lab.regularization import RANDOMNESS_CLAIMS, randomness_claim
+
+    rows = {n: {"gap": 0.2, "test_acc": 0.8} for n in ("none", "resnet-8")}
+    rows["DropConnect 0.5"] = {"gap": 0.1, "test_acc": 0.85}
+    rows["fractional pooling"] = {"gap": 0.1, "test_acc": 0.75}
+    rows["resnet-8, stochastic depth 0.5"] = {"gap": 0.3, "test_acc": 0.7}
+    verdicts = {n: randomness_claim(rows, n)["verdict"] for n in RANDOMNESS_CLAIMS}
+    assert verdicts == {"DropConnect 0.5": AGREES, "fractional pooling": PARTLY,
+                        "resnet-8, stochastic depth 0.5": DISAGREES}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import psutil
 import torch
 import torch.nn as nn
 
@@ -46,8 +47,6 @@ def check_model_fits(cfg_model: dict, input_shape: tuple, num_classes: int) -> N
     network is first built on PyTorch's "meta" device (shapes only, no storage), and its
     weights, gradients and two optimiser moments (4 x 4 bytes per parameter) are compared with
     the memory available. A search space such as ``model.width: int(1, 1e6)`` meets this."""
-    import psutil
-
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             params = count_params(build_model(cfg_model, input_shape, num_classes))

@@ -9,7 +9,7 @@
     trainlab config-keys                            # every configuration key
     trainlab --import my_models train model.name=mine   # a model of yours (see trainlab.plugins)
 
-Exit codes (SPEC §8, §9): 0 success; 2 bad input, with a one-paragraph message and no traceback;
+Exit codes (docs/design.md §8, §9): 0 success; 2 bad input, with a one-paragraph message and no traceback;
 130 interrupted by Ctrl-C (SIGINT; the run is resumable); 1 anything else (including a run stopped
 because its loss diverged).
 """

@@ -326,7 +326,7 @@ def resolve_paths(cfg: dict) -> dict:
 
 
 def dump_config(cfg: dict, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML with its paths resolved (SPEC §8: config.yaml is fully resolved)."""
+    """Write ``cfg`` as YAML with its paths resolved (docs/design.md §8: config.yaml is fully resolved)."""
     Path(path).write_text(yaml.safe_dump(resolve_paths(cfg), sort_keys=False))
 
 

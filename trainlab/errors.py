@@ -1,6 +1,6 @@
 """The exception types that mean "the user gave us something we cannot use".
 
-The CLI turns a :class:`UserError` into a one-paragraph message and exit code 2 (SPEC §8);
+The CLI turns a :class:`UserError` into a one-paragraph message and exit code 2 (docs/design.md §8);
 anything else is a bug or an environment failure and exits 1.
 """
 from __future__ import annotations

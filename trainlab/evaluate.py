@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §6): loss, top-1, top-5, per-class accuracy, confusion matrix.
+"""Evaluation metrics (docs/design.md §6): loss, top-1, top-5, per-class accuracy, confusion matrix.
 
 Predictions are averaged *probabilities* (softmax), so the same code serves a single model, a
 model under test-time augmentation (several views) and an ensemble (several models).

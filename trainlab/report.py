@@ -18,8 +18,11 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from trainlab.config import load_config
+from trainlab.errors import UserError
 from trainlab.io import read_jsonl
 from trainlab.plots import CSS, embed_png, html_grid, html_table, moving_average, plot_confusion, plt, save_figure
+from trainlab.schedules import schedule_curve
 
 # metrics.jsonl epoch key → (legend label, line style) of accuracy.png. The gap to read is between
 # the first two: the same weights, in eval mode, on training and on validation images.
@@ -46,8 +49,6 @@ def schedule_at_every_step(records: list[dict], cfg: dict | None) -> list[float]
     (:func:`trainlab.schedules.schedule_curve`), or None when the run's records do not fit it
     (no config, a first epoch cut short, or rates logged that the formula does not give). Logged
     steps alone (every train.log_every) would draw a 30-step SGDR cycle as a zig-zag."""
-    from trainlab.schedules import schedule_curve
-
     steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     if cfg is None or not steps or not epochs:
@@ -220,9 +221,6 @@ def trials_section(run_dir: Path) -> str:
 
 
 def _run_config(run_dir: Path) -> dict | None:
-    from trainlab.config import load_config
-    from trainlab.errors import UserError
-
     try:
         return load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     except UserError:  # a config from another trainlab version: draw the logged rates instead

@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+import psutil
+
 from trainlab.config import SCHEMA, as_flat, flatten, resolve_paths, validate
 from trainlab.errors import UserError, short
 
@@ -84,8 +86,6 @@ _TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     """Delete the temporary files (``.last.pt.tmp-PID``, ``.summary.json.tmp-PID``) that an atomic
     write cut short by a kill left behind, when their writer process is gone."""
-    import psutil
-
     removed = []
     for folder in (run_dir, run_dir / "checkpoints"):
         if not folder.is_dir():

@@ -1,4 +1,4 @@
-"""One training run, from a validated config to a complete run directory (SPEC §8)::
+"""One training run, from a validated config to a complete run directory (docs/design.md §8)::
 
     run_dir/config.yaml  metrics.jsonl  summary.json  checkpoints/{last,best}.pt
             report.html  plots/*.png  tensorboard/
@@ -428,7 +428,7 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
 
 
 def diagnose_run(out: Path, summary: dict, trainer: Trainer, p: Prepared) -> list[dict]:
-    """The verdicts of the curve diagnosis (SPEC §4): see trainlab.babysit.diagnosis."""
+    """The verdicts of the curve diagnosis (docs/design.md §4): see trainlab.babysit.diagnosis."""
     return diagnose(out, summary, trainer.state, p.cfg, optimizer_base_lr(trainer.optimizer))
 
 

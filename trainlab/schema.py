@@ -58,7 +58,7 @@ SCHEMA: dict[str, Key] = {
     # --- run -----------------------------------------------------------------------------
     "seed": _k(0, "int", "random seed: data split, init, batch order, augmentation", low=0, high=2**32 - 1),
     "device": _k("auto", "str", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
-    # --- data (SPEC §1) ------------------------------------------------------------------
+    # --- data (docs/design.md §1) ------------------------------------------------------
     "data.name": _k("digits", "str", "data set", choices="datasets"),
     "data.root": _k(None, "str", "folder with one sub-folder per data set (default: $TRAINLAB_DATA, else ~/.cache/trainlab)", nullable=True),
     "data.path": _k(None, "str", "for folder/npz: the folder or .npz file (default: <root>/<name>)", nullable=True),
@@ -95,7 +95,7 @@ SCHEMA: dict[str, Key] = {
     "augment.mix_alpha": _k(1.0, "float", "mixup/cutmix: Beta(alpha, alpha) for the mixing weight", **POS),
     "augment.tta": _k("none", "str", "test-time views averaged: none, flip, crops (fixed crops + flips), scales (crops at 3 scales)",
                       choices=("none", "flip", "crops", "scales")),
-    # --- model (SPEC §2) -----------------------------------------------------------------
+    # --- model (docs/design.md §2) -----------------------------------------------------
     "model.name": _k("mlp", "str", "architecture", choices="models"),
     "model.depth": _k(None, "int", "mlp: hidden layers (2); convnet: stages (3); resnet: 20, 32, 44, 56, 110 or 18", low=1, high=1000, nullable=True),
     "model.width": _k(None, "int", "mlp: hidden units (256); convnet/resnet: channels of the first stage (32 / 16, 64 for resnet18)",
@@ -124,7 +124,7 @@ SCHEMA: dict[str, Key] = {
     "reg.strength": _k(1e-4, "float", "lambda of the penalty", **NONNEG),
     "reg.beta": _k(0.5, "float", "elastic: R(W) = sum(beta W^2 + |W|)", **NONNEG),
     "reg.label_smoothing": _k(0.0, "float", "label smoothing epsilon", **FRACTION),
-    # --- optimiser (SPEC §3) -------------------------------------------------------------
+    # --- optimiser (docs/design.md §3) -------------------------------------------------
     "optim.name": _k("adam", "str", "update rule (torch.optim)", choices="optimizers"),
     "optim.lr": _k(1e-3, "float", "base learning rate", **POS),
     "optim.momentum": _k(0.9, "float", "momentum / nesterov: rho", low=0.0, high=1.0, high_open=True),
@@ -174,13 +174,13 @@ SCHEMA: dict[str, Key] = {
     "train.progress": _k(True, "bool", "show a progress bar"),
     "train.dist_timeout": _k(300.0, "float", "data-parallel: seconds a rank waits for the others before the job fails", **POS),
     "train.nan_policy": _k("stop", "str", "on a NaN/inf or exploding loss: stop (keep the last good checkpoint) or continue", choices=("stop", "continue")),
-    # --- monitors (SPEC §4) --------------------------------------------------------------
+    # --- monitors (docs/design.md §4) --------------------------------------------------
     "monitor.every": _k(100, "int", "probe activations, gradients and update ratios every N steps (0: off)", **NONNEG),
     "monitor.probe_size": _k(256, "int", "images in the fixed probe batch", low=1),
     "monitor.bins": _k(30, "int", "bins of the activation histograms", low=2),
     "monitor.warn": _k(True, "bool", "print a warning as soon as a monitor sees dead or saturated units, vanishing activations or an odd update ratio"),
     "monitor.plots": _k(True, "bool", "write the monitor plots (histograms, std per layer, update ratios, gradient norms, first-layer filters) at the end"),
-    # --- transfer (SPEC §6) --------------------------------------------------------------
+    # --- transfer (docs/design.md §6) --------------------------------------------------
     "transfer.strategy": _k("auto", "str", "auto, linear, top_k, all, head_first (head, then all) or stages (linear on several stages)",
                               choices=("auto", "linear", "top_k", "all", "head_first", "stages")),
     "transfer.head_epochs": _k(10, "int", "head_first: epochs of the head-only phase (stops after 3 epochs without a better val accuracy)", low=1),

@@ -1,1 +1,1 @@
-"""Babysitting the learning process (SPEC §4): sanity checks, LR range test, monitors, diagnosis."""
+"""Babysitting the learning process (docs/design.md §4): sanity checks, LR range test, monitors, diagnosis."""

@@ -1,4 +1,4 @@
-"""``trainlab check`` and ``trainlab lr-find`` (SPEC §8), and the functions behind them.
+"""``trainlab check`` and ``trainlab lr-find`` (docs/design.md §8), and the functions behind them.
 
     trainlab check                                   # sanity checks of the default config
     trainlab check -c my.yaml model.head_scale=100   # exits 1: initial loss far from ln C

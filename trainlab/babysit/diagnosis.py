@@ -1,4 +1,4 @@
-"""Curve diagnosis: verdicts with their evidence and the lectures' advice (SPEC §4, codes in §8).
+"""Curve diagnosis: verdicts with their evidence and the lectures' advice (docs/design.md §4, codes in §8).
 
 After every run :func:`diagnose` reads the run's own records — ``metrics.jsonl`` (logged steps,
 epochs, monitor records) and the trainer's history and stop reason — and returns verdicts
@@ -462,7 +462,7 @@ def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list
 
 
 def diagnose(run_dir: Path, summary: dict, state, cfg: dict, base_rate: float | None = None) -> list[dict]:
-    """Verdicts for a finished run (SPEC §8 codes), from its metrics.jsonl and trainer state.
+    """Verdicts for a finished run (docs/design.md §8 codes), from its metrics.jsonl and trainer state.
     ``base_rate``: the undecayed rate, read from the optimiser when there is one
     (:func:`trainlab.optim.optimizer_base_lr`); without one it follows from the config."""
     records = read_jsonl(Path(run_dir) / "metrics.jsonl")

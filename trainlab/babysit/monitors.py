@@ -1,4 +1,4 @@
-"""Monitors during training (SPEC §4, lecture: "Babysitting the learning process").
+"""Monitors during training (docs/design.md §4, lecture: "Babysitting the learning process").
 
 Every ``monitor.every`` steps (and at step 1, and at step 0 — the initialisation, before any
 update) :class:`Monitors` looks inside the network:

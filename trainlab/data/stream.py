@@ -1,4 +1,4 @@
-"""Data bigger than memory: batches streamed from disk through ``torch.utils.data`` (SPEC §9).
+"""Data bigger than memory: batches streamed from disk through ``torch.utils.data`` (docs/design.md §9).
 
     data = open_stream(cfg)              # labels in memory; images stay on disk (LazyImages)
     loader = StreamLoader(data.train_x, data.train_y, 128, device, transform=augment, seed=cfg["seed"])
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from trainlab.data.core import DataBundle, _data_config, data_root, load_data, select_samples
 from trainlab.data.datasets import (
     CIFAR10_CLASSES,
     CIFAR_LAYOUT,
@@ -171,8 +172,6 @@ class StreamSource:
 
 
 def _open_args(cfg_data: dict) -> tuple[Path, Path | None, bool, int]:
-    from trainlab.data import data_root
-
     path = Path(cfg_data["path"]).expanduser() if cfg_data.get("path") else None
     return data_root(cfg_data), path, bool(cfg_data["download"]), int(cfg_data["image_size"])
 
@@ -535,8 +534,6 @@ def open_source(cfg_data: dict) -> StreamSource:
 def open_stream(cfg: dict, source: StreamSource | None = None):
     """The data set as a :class:`~trainlab.data.DataBundle` whose images are
     :class:`LazyImages` (on disk) and labels tensors, split exactly as :func:`load_data` splits."""
-    from trainlab.data import DataBundle, _data_config, select_samples
-
     data = _data_config(cfg)
     source = source or open_source(data)
     workers = default_workers() if data.get("workers") is None else int(data["workers"])
@@ -569,8 +566,6 @@ class DataPath:
 def open_data(cfg: dict, device: torch.device, pixels: bool = False):
     """Load or open cfg's data set per data.stream: returns (DataBundle, DataPath). ``pixels``:
     in memory, keep byte images uint8 (:func:`trainlab.data.load_data`)."""
-    from trainlab.data import _data_config, load_data
-
     data = _data_config(cfg)
     mode, name = data["stream"], data["name"]
     if mode == "off":

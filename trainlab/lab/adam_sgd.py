@@ -23,6 +23,7 @@ from trainlab.lab.common import (
     graded,
     median,
 )
+from trainlab.plots import plt, save_figure
 
 ADAM_LRS = [1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 1e-2]
 SGD_LRS = [3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
@@ -76,9 +77,6 @@ def adam_sgd_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_grid(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for opt, sched in ((o, s) for o in ("adam", "momentum") for s in SCHEDULES):

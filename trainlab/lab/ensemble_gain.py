@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainlab.evaluate import evaluate
 from trainlab.lab.common import (
     SLIDES_2016,
     LabContext,
@@ -17,6 +18,7 @@ from trainlab.lab.common import (
     experiment,
     graded,
 )
+from trainlab.plots import plt, save_figure
 
 MEMBERS = 5
 DEFAULTS = ["model.name=mlp", "model.width=128", "data.per_class=40", "train.epochs=30", "train.batch_size=32",
@@ -41,9 +43,6 @@ def ensemble_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_members(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(range(len(rows)), [r["test_acc"] for r in rows], color=["C0"] * (len(rows) - 1) + ["C3"])
@@ -57,8 +56,6 @@ def plot_members(rows: list[dict], path: Path) -> Path:
 
 @experiment("ensemble", "five independently seeded MLPs against their averaged prediction (the '2%' claim)")
 def ensemble(ctx: LabContext) -> LabResult:
-    from trainlab.evaluate import evaluate
-
     members = ctx.size(MEMBERS, 2)
     defaults = DEFAULTS + ctx.size([], QUICK)
     trials = [ctx.trial(f"seed{s}", ctx.config(defaults, f"seed={s}")) for s in range(members)]

@@ -22,6 +22,8 @@ from trainlab.lab.common import (
     experiment,
     median,
 )
+from trainlab.plots import plt, save_figure
+from trainlab.transfer import finetune
 
 SOURCE = ["data.classes=[0,1,2,3,4]", "train.epochs=15"]
 # 150 epochs (about 450 updates) per phase: a first run with 30 left the whole network at a tenth of
@@ -59,9 +61,6 @@ def fine_tuning_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_strategies(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.barh(range(len(rows)), [r["test_acc"] for r in rows], color=[f"C{i}" for i in range(len(rows))])
@@ -76,8 +75,6 @@ def plot_strategies(rows: list[dict], path: Path) -> Path:
 
 @experiment("fine-tuning", "fine-tuning at the source's rate, at a tenth of it, and head first then everything")
 def fine_tuning(ctx: LabContext) -> LabResult:
-    from trainlab.transfer import finetune
-
     seeds = ctx.size(3, 1)
     quick = ctx.size([], QUICK)
     source = ctx.out / "runs" / "source"

@@ -20,6 +20,7 @@ from trainlab.lab.common import (
     experiment,
     median,
 )
+from trainlab.plots import plt, save_figure
 
 DEPTHS = [2, 4, 8]
 INITS = {"small_gaussian": ["model.init=small_gaussian", "model.init_std=0.01"], "xavier": ["model.init=xavier"]}
@@ -45,9 +46,6 @@ def init_depth_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_depths(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, init in enumerate(INITS):

@@ -1,13 +1,16 @@
-"""``trainlab lab regularization``: none, L2, dropout, data augmentation, batch norm, cutout and
-mixup on a small training set — the train/validation gap and the test accuracy of each.
+"""``trainlab lab regularization``: none, L2, dropout, DropConnect, fractional max pooling, data
+augmentation, batch norm, cutout and mixup on a small training set — the train/validation gap and
+the test accuracy of each — and stochastic depth on a small ResNet against the same ResNet without it.
 
 The lecture: "Huge train / val gap means overfitting! Increase regularization, get more data";
 "Try cutout and mixup especially for small classification datasets"; "Batch normalization and
 data augmentation almost always a good idea"; of batch norm: "Acts as regularization during
-training".
+training"; and the slides' pattern for DropConnect, fractional pooling and stochastic depth:
+training adds randomness, testing uses (or averages over) all of it.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,8 @@ REGULARISERS = {
     "none": [],
     "L2 (1e-3)": ["reg.penalty=l2", "reg.strength=1e-3"],
     "dropout 0.5": ["model.dropout=0.5"],
+    "DropConnect 0.5": ["model.dropconnect=0.5"],  # the convnet's linear head drops weights
+    "fractional pooling": ["model.fractional_pool=true", "model.fractional_eval_sets=4"],
     "augmentation (crop)": ["augment.names=[crop]", "augment.crop_padding=1"],
     "batch norm": ["model.norm=batch"],
     "cutout": ["augment.names=[cutout]", "augment.cutout_size=4"],
@@ -43,6 +48,21 @@ REGULARISERS = {
 DEFAULTS = ["model.name=convnet", "model.width=32", "model.depth=2", "data.per_class=30", "data.val_fraction=0.34",
             "train.epochs=100", "train.batch_size=32"]
 QUICK = ["data.per_class=10", "train.epochs=3", "model.width=8"]
+# Stochastic depth drops residual blocks, so it needs a ResNet: the smallest (depth 8, one block per
+# stage), with and without it. These two rows are compared with each other only.
+RESNET = ["model.name=resnet", "model.depth=8", "model.width=16"]
+STOCHASTIC_DEPTH = {
+    "resnet-8": RESNET,
+    "resnet-8, stochastic depth 0.5": [*RESNET, "model.stochastic_depth=0.5"],
+}
+RANDOMNESS_CLAIMS = {  # row → the slide's words (Training / Testing) and the row it is compared with
+    "DropConnect 0.5": ("Training: Drop connections between neurons (set weights to 0)” · “Testing: Use all the "
+                        "connections", "none"),
+    "fractional pooling": ("Training: Use randomized pooling regions” · “Testing: Average predictions from several "
+                           "regions", "none"),
+    "resnet-8, stochastic depth 0.5": ("Training: Skip some layers in the network” · “Testing: Use all the layer",
+                                       "resnet-8"),
+}
 
 
 def clean_train_acc(trial, data) -> float:
@@ -51,9 +71,20 @@ def clean_train_acc(trial, data) -> float:
     return evaluate(trial.load_model(), data.train_x.cpu(), data.train_y.cpu(), data.num_classes)["acc"]
 
 
+def randomness_claim(rows: dict, name: str) -> dict:
+    """A regulariser that adds randomness in training against its baseline. Verdict rule (written
+    before the run): a narrower train−val gap and a higher test accuracy agrees, one of the two
+    partly."""
+    words, baseline = RANDOMNESS_CLAIMS[name]
+    gap = rows[name]["gap"] - rows[baseline]["gap"]
+    acc = rows[name]["test_acc"] - rows[baseline]["test_acc"]
+    return claim(words, SLIDES, f"{name} vs {baseline}: train−val gap {gap:+.3f}, test accuracy {acc:+.3f}",
+                 AGREES if gap < 0 and acc > 0 else PARTLY if gap < 0 or acc > 0 else DISAGREES)
+
+
 def regularization_claims(rows: dict) -> list[dict]:
     none = rows["none"]
-    others = [r for n, r in rows.items() if n != "none"]
+    others = [r for n, r in rows.items() if n != "none" and n not in STOCHASTIC_DEPTH]
     narrower = [r["regulariser"] for r in others if r["gap"] < none["gap"]]
     better = lambda n: rows[n]["test_acc"] - none["test_acc"]  # noqa: E731
     small_data = [better("cutout"), better("mixup")]
@@ -76,32 +107,33 @@ def regularization_claims(rows: dict) -> list[dict]:
               f"batch norm (no other regulariser) vs none: train−val gap {bn_gap:+.3f}, test accuracy {bn:+.3f}. "
               "Verdict rule: a narrower gap and a higher test accuracy agrees, one of the two partly",
               AGREES if bn_gap < 0 and bn > 0 else PARTLY if bn_gap < 0 or bn > 0 else DISAGREES),
+        *(randomness_claim(rows, name) for name in RANDOMNESS_CLAIMS),
     ]
 
 
 def plot_gaps(rows: dict, path: Path) -> Path:
     names = list(rows)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     for i, (key, label) in enumerate((("train_acc", "train (clean, eval mode)"), ("best_val_acc", "validation"),
                                       ("test_acc", "test"))):
         ax.bar(x + (i - 1) * 0.27, [rows[n][key] for n in names], 0.27, label=label, color=f"C{i}")
     ax.set(xticks=x, ylabel="accuracy", title="Regularisers on a small training set",
            ylim=(min(r["test_acc"] for r in rows.values()) - 0.1, 1.01))
-    ax.set_xticklabels(names, rotation=15)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
 
 
-@experiment("regularization", "none, L2, dropout, augmentation, cutout, mixup on a small training set: "
-                              "train/val gap and test accuracy")
+@experiment("regularization", "none, L2, dropout, DropConnect, fractional pooling, augmentation, cutout, mixup on a "
+                              "small training set, and stochastic depth on a ResNet: train/val gap and test accuracy")
 def regularization(ctx: LabContext) -> LabResult:
     seeds = ctx.size(2, 1)
     defaults = DEFAULTS + ctx.size([], QUICK)
     rows = {}
-    for name, keys in REGULARISERS.items():
+    for name, keys in {**REGULARISERS, **STOCHASTIC_DEPTH}.items():
         cfgs = [ctx.config(defaults, *keys, f"seed={s}") for s in range(seeds)]
-        tag = name.split(" (")[0].replace(" ", "-")
+        tag = re.sub(r"[^\w.]+", "-", name.split(" (")[0])
         trials = [ctx.trial(f"{tag}/seed{s}", cfg) for s, cfg in enumerate(cfgs)]
         train = [clean_train_acc(t, ctx.data(cfg)) for t, cfg in zip(trials, cfgs)]
         val = [t.summary["best_val_acc"] for t in trials]
@@ -115,7 +147,8 @@ def regularization(ctx: LabContext) -> LabResult:
              f"for validation: {len(data.val_y)}), adam, cosine, {cfg['train']['epochs']} epochs, batch "
              f"{cfg['train']['batch_size']}, medians of {seeds} seed(s); test on the full test split "
              f"({len(data.test_y)} images). `train_acc` is measured on the clean training images in eval mode; "
-             f"`gap` = train_acc − best_val_acc.")
+             f"`gap` = train_acc − best_val_acc. The two resnet-8 rows (trainlab's ResNet, depth 8, width 16, one "
+             f"block per stage) are the same set-up with and without stochastic depth, compared with each other.")
     return LabResult("regularisers on a small training set", setup,
                      ["regulariser", "train_acc", "best_val_acc", "gap", "test_acc"], list(rows.values()),
                      regularization_claims(rows), [plot_gaps(rows, ctx.plot_path("regularization"))])

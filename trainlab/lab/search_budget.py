@@ -14,6 +14,9 @@ import math
 import random
 from pathlib import Path
 
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -24,6 +27,7 @@ from trainlab.lab.common import (
     claim,
     experiment,
 )
+from trainlab.plots import plt, save_figure
 
 LR_RANGE, DROPOUT_RANGE = (1e-4, 1e-1), (0.0, 0.5)
 PER_AXIS = 3  # grid points per axis: 9 trials, and 9 random draws
@@ -49,9 +53,6 @@ def draws(n: int, seed: int) -> list[dict]:
 
 def importances(trials: list[tuple[dict, float]]) -> dict[str, float]:
     """fANOVA importances (Hutter et al. 2014, Optuna's evaluator) of a finished random study."""
-    import optuna
-    from optuna.distributions import FloatDistribution, IntDistribution
-
     dists = {"optim.lr": FloatDistribution(1e-4, 1e-1, log=True), "optim.weight_decay": FloatDistribution(1e-6, 1e-2, log=True),
              "model.dropout": FloatDistribution(0.0, 0.5), "model.width": IntDistribution(16, 256, log=True)}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,9 +85,6 @@ def search_claims(rows: list[dict], weights: dict[str, float]) -> list[dict]:
 
 
 def plot_points(points: dict[str, list[tuple[dict, float]]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, xlabel, log in ((axes[0], "optim.lr", "learning rate", True), (axes[1], "model.dropout", "dropout", False)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainlab.evaluate import evaluate
 from trainlab.lab.common import (
     AGREES,
     DISAGREES,
@@ -21,6 +22,7 @@ from trainlab.lab.common import (
     experiment,
     median,
 )
+from trainlab.plots import plt, save_figure
 from trainlab.regularization import FractionalMaxPool
 
 TTA = ["none", "flip", "crops", "scales"]
@@ -36,8 +38,6 @@ QUICK = ["data.subset=300", "train.epochs=1", "model.width=8"]
 
 
 def test_acc(model, data, tta: str = "none") -> float:
-    from trainlab.evaluate import evaluate
-
     return evaluate(model, data.test_x.cpu(), data.test_y.cpu(), data.num_classes, tta=tta)["acc"]
 
 
@@ -67,9 +67,6 @@ def test_time_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_procedures(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4))
     names = [r["procedure"] for r in rows]

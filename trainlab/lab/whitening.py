@@ -19,6 +19,7 @@ from trainlab.lab.common import (
     experiment,
     median,
 )
+from trainlab.plots import plt, save_figure
 
 PREPROCESSORS = ["standardize", "pca", "pca_whiten", "zca"]
 DEFAULTS = ["model.name=mlp", "model.width=128", "train.epochs=20", "train.batch_size=64"]
@@ -39,9 +40,6 @@ def whitening_claims(rows: list[dict]) -> list[dict]:
 
 
 def plot_preprocessors(rows: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from trainlab.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(range(len(rows)), [r["test_acc"] for r in rows], color=[f"C{i}" for i in range(len(rows))])

@@ -1,4 +1,4 @@
-"""Hyperparameter search (SPEC §5): search spaces, coarse-to-fine random search on Optuna, and
+"""Hyperparameter search (docs/design.md §5): search spaces, coarse-to-fine random search on Optuna, and
 ``trainlab tune``, the lectures' whole recipe as one command.
 
     space.py    search-space files, validation, and narrowing / widening / grids (pure functions)

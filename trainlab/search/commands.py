@@ -82,11 +82,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("tune", help="the lectures' whole recipe: checks, lr-find, coarse and refined search, final model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
-    p.add_argument("--out", required=True, help="tune directory: tune.json, report.html, best.yaml, search/, final/")
+    p.add_argument("--out", required=True, help="tune directory: tune.json, report.html, best.yaml, the search "
+                                                "(study.db, trials/, trials.csv, search.json, plots/) and final/")
     p.add_argument("--space", help="search space YAML (default: lr around the lr-find suggestion, weight decay, dropout)")
     p.add_argument("--budget", default="small", choices=("small", "medium"), help="how many trials and epochs (default small)")
     p.add_argument("--workers", type=int, default=1, help="search worker processes (default 1)")
-    p.add_argument("--storage", help="database URL for the search study (default: sqlite in OUT/search)")
+    p.add_argument("--storage", help="database URL for the search study (default: sqlite file OUT/study.db)")
     p.add_argument("--study", help="study name (default: the name of the --out directory)")
     p.add_argument("--order", default="lectures", choices=("lectures", "decay-throughout"),
                    help="lectures (default): constant rate while searching, small weight decay in the range test, "

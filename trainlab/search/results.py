@@ -1,4 +1,4 @@
-"""What a search leaves behind (SPEC §8): ``trials.csv``, ``best.yaml``, ``search.json`` and plots.
+"""What a search leaves behind (docs/design.md §8): ``trials.csv``, ``best.yaml``, ``search.json`` and plots.
 
     trials.csv          one row per trial: number, state, stage, round, each parameter, value
                         (validation accuracy after the trial's last epoch; pruned: when stopped),

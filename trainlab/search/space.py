@@ -1,4 +1,4 @@
-"""Search spaces: which config keys to vary and over which range (SPEC §5).
+"""Search spaces: which config keys to vary and over which range (docs/design.md §5).
 
 A space is a YAML file next to the config it tunes, mapping config keys to distributions::
 

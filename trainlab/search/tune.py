@@ -197,7 +197,7 @@ def step_search(cfg: dict, space: Space, options: SearchOptions, recipe: Recipe,
 
 
 def step_curves(best: dict, recipe: Recipe, say: Callable[[str], None]) -> list[dict]:
-    """Step 6: the curve diagnosis of the best trial's run (SPEC §4), with its advice."""
+    """Step 6: the curve diagnosis of the best trial's run (docs/design.md §4), with its advice."""
     trial_summary = json.loads((Path(best["run_dir"]) / "summary.json").read_text())
     verdicts = trial_summary.get("diagnosis", [])
     recipe.record(6, True, {"trial": best["number"], "run_dir": best["run_dir"], "diagnosis": verdicts}, say,
