@@ -251,10 +251,11 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """One line per epoch (loss, accuracy, rate, images/s) through ``say`` (default: the ``trainlab`` logger), and, when ``bar`` is
-    on, a tqdm bar during the epoch (loss, accuracy, images/s, ETA). The bar is for terminals:
-    written into a file it would leave a fragment per epoch, so the run turns it off when stdout
-    is not one (and when train.progress=false); the epoch lines stay."""
+    """One line per epoch (loss, accuracy, rate, images/s) through ``say`` (default: the
+    ``trainlab`` logger), and, when ``bar`` is on, a tqdm bar during the epoch (loss, accuracy,
+    images/s, ETA). The bar is for terminals: written into a file it would leave a fragment per
+    epoch, so the run turns it off when stdout is not one (and when train.progress=false or under
+    ``trainlab -q``); the epoch lines stay."""
 
     name = "progress"
     order = 75

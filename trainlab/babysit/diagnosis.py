@@ -468,7 +468,8 @@ def diagnose(run_dir: Path, summary: dict, state, cfg: dict, base_rate: float | 
     records = read_jsonl(Path(run_dir) / "metrics.jsonl")
     return diagnose_history(state.history, steps=[r for r in records if r.get("kind") == "step"],
                             monitors=[r for r in records if r.get("kind") == "monitor"],
-                            stop_reason=state.stop_reason, base_lr=base_lr(cfg) if base_rate is None else base_rate, num_classes=summary.get("num_classes"),
+                            stop_reason=state.stop_reason, base_lr=base_lr(cfg) if base_rate is None else base_rate,
+                            num_classes=summary.get("num_classes"),
                             best_val_acc=summary.get("best_val_acc"), optimizer=cfg["optim"]["name"],
                             lr=cfg["optim"]["lr"], max_steps=cfg["train"]["max_steps"],
                             schedule=cfg["schedule"]["name"])
