@@ -1,8 +1,8 @@
 """The extensions that hook into :class:`trainlab.train.Trainer`: each one technique, one class.
 
-Order matters only in one way: callbacks that add to an epoch's record (EMA) come before the
-ones that write it out (logger, checkpointer), and the checkpointer comes last so the state it
-saves includes every other callback's update for that epoch.
+Order matters: each class's ``order`` (see :class:`trainlab.train.Callback`) puts callbacks that add
+to an epoch's record (EMA) before the ones that write it out (logger, checkpointer), and the
+checkpointer last so the state it saves includes every other callback's update for that epoch.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from trainlab.checkpoint import model_state, save_checkpoint, unwrap_model
 from trainlab.errors import UserError
 from trainlab.io import append_jsonl
+from trainlab.log import say as say_info
 from trainlab.schedules import annealed_momentum, momentum_anneal_steps
 from trainlab.train import Callback, StepInfo, Trainer
 
@@ -57,6 +58,7 @@ class EMA(Callback):
     """
 
     name = "ema"
+    order = 20
 
     def __init__(self, decay: float):
         self.decay, self.model, self._resumed = decay, None, None
@@ -93,6 +95,7 @@ class MomentumAnnealing(Callback):
     """
 
     name = "momentum_annealing"
+    order = 15
 
     def __init__(self, start: float, end: float, steps: int):
         self.start, self.end, self.steps = start, end, steps
@@ -125,24 +128,41 @@ def momentum_annealing(cfg: dict, steps_per_epoch: int) -> MomentumAnnealing | N
     return MomentumAnnealing(o["momentum_start"], end, momentum_anneal_steps(cfg, steps_per_epoch))
 
 
+MODES = ("max", "min")
+
+
+def check_mode(monitor: str, mode: str) -> float:
+    """+1 for mode "max", −1 for "min": scores are multiplied by it so that higher is always better."""
+    if mode not in MODES:
+        raise UserError(f"monitor {monitor!r} has mode={mode!r}; use 'max' (higher is better, e.g. val_acc) "
+                        "or 'min' (lower is better, e.g. val_loss)")
+    return 1.0 if mode == "max" else -1.0
+
+
 class EarlyStopping(Callback):
-    """Stop when validation accuracy has not improved for ``patience`` epochs."""
+    """Stop when the epoch metric ``monitor`` (validation accuracy by default) has not improved
+    for ``patience`` epochs; ``mode`` "max" when higher is better, "min" when lower is."""
 
     name = "early_stopping"
+    order = 20
 
-    def __init__(self, patience: int):
-        self.patience, self.best, self.bad_epochs = patience, -math.inf, 0
+    def __init__(self, patience: int, monitor: str = "val_acc", mode: str = "max"):
+        self.sign = check_mode(monitor, mode)
+        self.patience, self.monitor, self.mode = patience, monitor, mode
+        self.best, self.bad_epochs = -math.inf, 0  # best is sign × the metric: higher is better
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
-        if "val_acc" not in epoch:
+        if self.monitor not in epoch:
             return
-        if epoch["val_acc"] > self.best:
-            self.best, self.bad_epochs = epoch["val_acc"], 0
+        score = self.sign * epoch[self.monitor]
+        if score > self.best:
+            self.best, self.bad_epochs = score, 0
         else:
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience:
-                trainer.request_stop(f"early stopping: validation accuracy has not improved for {self.patience} epochs "
-                                     f"(best {self.best:.4f})")
+                what = "validation accuracy" if self.monitor == "val_acc" else self.monitor
+                trainer.request_stop(f"early stopping: {what} has not improved for {self.patience} epochs "
+                                     f"(best {self.sign * self.best:.4f})")
 
     def state_dict(self) -> dict:
         return {"best": self.best, "bad_epochs": self.bad_epochs}
@@ -161,6 +181,7 @@ class DivergenceGuard(Callback):
     """
 
     name = "divergence_guard"
+    order = 10  # first: later callbacks see a diverged step's stop reason
 
     def __init__(self, factor: float = 4.0, every: int = 1):
         self.factor, self.every, self.first = factor, every, None
@@ -188,6 +209,7 @@ class MetricsLogger(Callback):
     """Appends one JSON object per logged step and per epoch to ``metrics.jsonl``; mirrors them to TensorBoard."""
 
     name = "metrics_logger"
+    order = 70  # after everything that adds to an epoch's record
 
     def __init__(self, run_dir: Path, every: int, tensorboard: bool = True):
         self.path, self.every = Path(run_dir) / "metrics.jsonl", every
@@ -200,8 +222,14 @@ class MetricsLogger(Callback):
 
             self.writer = SummaryWriter(str(self.tb_dir))
 
-    def write(self, record: dict) -> None:
+    def log(self, record: dict) -> None:
+        """Append ``record`` (a dict with ``kind`` and ``step``) to metrics.jsonl: the one writer of
+        that file during training, for other callbacks' records too (the monitors')."""
         append_jsonl(self.path, record)
+
+    def write(self, record: dict) -> None:
+        """:meth:`log` a step or epoch record and mirror its numbers to TensorBoard."""
+        self.log(record)
         if self.writer is not None:
             kind, step = record["kind"], record["step"]
             for key, value in record.items():
@@ -223,14 +251,16 @@ class MetricsLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """One line per epoch (loss, accuracy, rate, images/s) through ``say``, and, when ``bar`` is
-    on, a tqdm bar during the epoch (loss, accuracy, images/s, ETA). The bar is for terminals:
-    written into a file it would leave a fragment per epoch, so the run turns it off when stdout
-    is not one (and when train.progress=false); the epoch lines stay."""
+    """One line per epoch (loss, accuracy, rate, images/s) through ``say`` (default: the
+    ``trainlab`` logger), and, when ``bar`` is on, a tqdm bar during the epoch (loss, accuracy,
+    images/s, ETA). The bar is for terminals: written into a file it would leave a fragment per
+    epoch, so the run turns it off when stdout is not one (and when train.progress=false or under
+    ``trainlab -q``); the epoch lines stay."""
 
     name = "progress"
+    order = 75
 
-    def __init__(self, every: int = 10, bar: bool = True, say=print):
+    def __init__(self, every: int = 10, bar: bool = True, say=say_info):
         self.every, self.bar_on, self.say = every, bar, say
         self.bar, self.seen = None, 0
 
@@ -267,8 +297,10 @@ class ProgressBar(Callback):
 
 class Checkpointer(Callback):
     """Writes ``last.pt`` (everything needed to resume) every epoch and ``best.pt`` (weights with
-    the best validation accuracy so far, ties broken by the lower validation loss). Both atomically: a crash mid-write never leaves a
-    broken file where a good one was.
+    the best ``monitor`` so far: validation accuracy by default, ties broken by the lower
+    validation loss; ``mode`` "max" when higher is better, "min" when lower is; without a
+    validation split the ``train_`` metric stands in). Both atomically: a crash mid-write never
+    leaves a broken file where a good one was.
 
     Mid-epoch, ``last.pt`` is also written every ``every`` steps, or, when ``every`` is None,
     whenever ``every_seconds`` of training have passed since the last write (so only long epochs
@@ -279,9 +311,12 @@ class Checkpointer(Callback):
     """
 
     name = "checkpointer"
+    order = 100  # last: it saves every other callback's state
     AUTO_SECONDS = 600.0  # "about 10 minutes": an interruption loses at most that much work
 
-    def __init__(self, run_dir: Path, meta: dict, every: int | None = 0, every_seconds: float | None = None):
+    def __init__(self, run_dir: Path, meta: dict, every: int | None = 0, every_seconds: float | None = None,
+                 monitor: str = "val_acc", mode: str = "max"):
+        self.sign, self.monitor = check_mode(monitor, mode), monitor
         self.dir = Path(run_dir) / "checkpoints"
         self.meta, self.best = meta, (-math.inf, -math.inf)
         self.every, self.last_write = every, time.monotonic()
@@ -310,13 +345,22 @@ class Checkpointer(Callback):
             self.saved = {"epoch": trainer.state.epoch, "step": trainer.state.step}
 
     def on_epoch_end(self, trainer: Trainer, epoch: dict) -> None:
-        # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.
-        score = (epoch.get("val_acc", epoch["train_acc"]), -epoch.get("val_loss", epoch["train_loss"]))
-        if score > self.best:
+        score = self.score(epoch)
+        if score is not None and score > self.best:
             self.best = score
             save_checkpoint({**self.meta, "model": model_state(trainer.model), "epoch": epoch["epoch"],
                              "step": epoch["step"], "metrics": epoch}, self.dir / "best.pt")
         self.save_last(trainer)
+
+    def score(self, epoch: dict) -> tuple[float, float] | None:
+        """(sign × the monitored metric, tie-break), higher is better; None when the epoch lacks it."""
+        fallback = "train_" + self.monitor.removeprefix("val_")
+        value = epoch.get(self.monitor, epoch.get(fallback))
+        if value is None:
+            return None
+        # Accuracy first; on a small validation set many epochs tie, and the lower loss breaks the tie.
+        tie = -epoch.get("val_loss", epoch["train_loss"]) if self.monitor == "val_acc" else 0.0
+        return self.sign * value, tie
 
     def state_dict(self) -> dict:
         return {"best": list(self.best)}

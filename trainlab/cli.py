@@ -16,6 +16,7 @@ because its loss diverged).
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from trainlab.data import describe_datasets
 from trainlab.errors import UserError, short_text
 from trainlab.io import ensure_writable_dir, write_json
 from trainlab.lab import commands as lab_commands
+from trainlab.log import say, set_verbosity
 from trainlab.plots import plot_confusion
 from trainlab.plugins import load_plugins
 from trainlab.report import write_report
@@ -91,7 +93,7 @@ def elastic_resume(out: Path, dp) -> bool:
 
     resume = decide() if dp is None else dp.on_main(decide)
     if resume and (dp is None or dp.is_main):
-        print(f"torchrun restart: resuming {out} from checkpoints/last.pt")
+        say(f"torchrun restart: resuming {out} from checkpoints/last.pt")
     return resume
 
 
@@ -116,7 +118,7 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     ensure_writable_dir(out, "--out")
     result = evaluate(src, args.checkpoint, args.tta, args.overrides, progress=args.tta != "none" and sys.stderr.isatty(),
-                      say=lambda m: print(m, flush=True))
+                      say=say)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)
     plot_confusion(result["confusion"], list(result["classes"]), out / "plots" / "confusion.png")
@@ -162,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: your components registered with trainlab.plugins "
                              "(e.g. @register_model('mine') for model.name=mine); repeatable")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print warnings and errors only (no progress lines); before the sub-command")
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="print debug messages too; before the sub-command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model into a run directory")
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    set_verbosity(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         if args.command != "train":
             distributed.refuse_under_torchrun(args.command)

@@ -38,6 +38,7 @@ from trainlab.device import resolve_device
 from trainlab.errors import UserError
 from trainlab.evaluate import metrics_from_probs, predict_probs
 from trainlab.io import ensure_writable_dir, write_json
+from trainlab.log import say as say_info
 from trainlab.plots import plot_confusion
 from trainlab.schedules import cycle_end_steps
 from trainlab.schema import SCHEMA
@@ -219,7 +220,7 @@ def load_test_split(ckpt: dict, overrides: list[str]):
 
 
 def run_ensemble(runs: list[str | Path], out: str | Path, method: str = "mean", tta: str = "none",
-                 snapshots: bool = False, overrides: list[str] = (), say: Callable[[str], None] = print) -> dict:
+                 snapshots: bool = False, overrides: list[str] = (), say: Callable[[str], None] = say_info) -> dict:
     """Evaluate every member and the ensemble on the test split; write ``out/ensemble.json`` and
     ``out/plots/confusion.png``; return what was written."""
     ensure_writable_dir(out, "--out")

@@ -284,6 +284,18 @@ def base_lr(cfg: dict) -> float:
     return lr
 
 
+def base_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each parameter group's undecayed rate, read back from the optimiser: ``initial_lr`` (set by
+    :func:`create_optimizer` and by torch's LR schedulers when they are built), else ``lr``."""
+    return [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+
+
+def optimizer_base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The base rate the optimiser was built with (batch scaling included, per-group multipliers
+    out): group 0's ``initial_lr / lr_mult``, the number :func:`base_lr` computes from a config."""
+    return base_lrs(optimizer)[0] / optimizer.param_groups[0].get("lr_mult", 1.0)
+
+
 def build_optimizer(model: nn.Module, cfg: dict, lr_multipliers: dict[str, float] | None = None) -> torch.optim.Optimizer:
     """The optimiser named by ``optim.name`` over ``model``'s trainable parameters: the config
     adapter of :func:`create_optimizer`, at the rate :func:`base_lr`."""
@@ -300,4 +312,5 @@ def is_full_batch(cfg: dict) -> bool:
 
 
 __all__ = ["OPTIMIZERS", "OptimInfo", "create_optimizer", "param_groups", "is_no_decay", "build_optimizer", "base_lr",
+           "base_lrs", "optimizer_base_lr",
            "is_full_batch"]

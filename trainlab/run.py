@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import platform
 import sys
@@ -54,7 +55,9 @@ from trainlab.ensemble import SnapshotSaver
 from trainlab.errors import UserError, first_line
 from trainlab.evaluate import evaluate
 from trainlab.io import append_jsonl, ensure_writable_dir, read_jsonl, write_json
-from trainlab.optim import build_optimizer, is_full_batch
+from trainlab.log import logger
+from trainlab.log import say as say_info
+from trainlab.optim import build_optimizer, is_full_batch, optimizer_base_lr
 from trainlab.preprocessing import to_unit_float
 from trainlab.report import write_report
 from trainlab.resume import change_event, check_resume_config, remove_stale_temp_files, trained_config
@@ -130,7 +133,7 @@ class Prepared:
     augment: object = None  # the batched augmentation inside the loader's transform (None: none)
 
 
-def prepare(cfg: dict, say: Callable[[str], None] = print, model: PreprocessedModel | None = None,
+def prepare(cfg: dict, say: Callable[[str], None] = say_info, model: PreprocessedModel | None = None,
             data=None, data_parallel=None, pixels: bool = False) -> Prepared:
     """Seed, load data onto the device, build (or adopt) the model and the batch loader (for a
     rank of a data-parallel job: its device, and its share of each global batch).
@@ -217,9 +220,37 @@ def make_evaluator(p: Prepared, data_parallel=None) -> Callable[[nn.Module], dic
     return evaluate_train_and_val
 
 
+def build_trainer(p: Prepared, callbacks: list[Callback] = (), *, cfg: dict | None = None, model: nn.Module | None = None,
+                  loader=None, evaluate: Callable[[nn.Module], dict] | None = None,
+                  scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+                  lr_multipliers: dict[str, float] | None = None, epochs: int | None = None, max_steps: int | None = None,
+                  accelerated: bool = True, data_parallel=None) -> Trainer:
+    """The one place a :class:`Trainer` is put together from a prepared setup, for ``train``,
+    ``lr-find`` and ``check``: the optimiser (:func:`build_optimizer`, with ``lr_multipliers``),
+    the schedule, the loss, the weight penalty and the evaluator, all from ``cfg`` (default
+    ``p.cfg``), over ``model`` and ``loader`` (default ``p.model``, ``p.loader``).
+
+    ``scheduler``: a function optimiser → scheduler (or None for a constant rate) replacing the
+    configured one; ``evaluate``: replaces :func:`make_evaluator`; ``epochs``, ``max_steps``:
+    replace ``train.epochs``, ``train.max_steps``. ``accelerated=False`` trains in float32
+    without ``torch.compile`` (the short probes of lr-find and check)."""
+    cfg = p.cfg if cfg is None else cfg
+    model = p.model if model is None else model
+    loader = p.loader if loader is None else loader
+    tc = cfg["train"]
+    optimizer = build_optimizer(model, cfg, lr_multipliers)
+    schedule = build_scheduler(optimizer, cfg, len(loader)) if scheduler is None else scheduler(optimizer)
+    return Trainer(model, optimizer, schedule, loader, make_loss(cfg),
+                   make_evaluator(p, data_parallel) if evaluate is None else evaluate,
+                   tc["epochs"] if epochs is None else epochs, penalty=make_penalty(cfg, model),
+                   clip_grad=tc["clip_grad"], max_steps=tc["max_steps"] if max_steps is None else max_steps,
+                   amp=p.amp if accelerated else None, device=p.device, callbacks=callbacks,
+                   closure_step=is_full_batch(cfg), compile=p.compile and accelerated, data_parallel=data_parallel)
+
+
 def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[Callback] = (),
               model: PreprocessedModel | None = None, lr_multipliers: dict | None = None, data=None,
-              say: Callable[[str], None] = print, extra_summary: dict | None = None, report: bool = True,
+              say: Callable[[str], None] = say_info, extra_summary: dict | None = None, report: bool = True,
               data_parallel=None, force: bool = False) -> dict:
     """Train per ``cfg`` into run directory ``out`` and return ``summary.json``'s contents.
 
@@ -262,8 +293,6 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             model = dp.convert_sync_bn(model)
         dp.find_unused_parameters = cfg["model"]["stochastic_depth"] > 0
         dp.seed_rank(cfg["seed"])
-    optimizer = build_optimizer(model, cfg, lr_multipliers)
-    scheduler = build_scheduler(optimizer, cfg, len(p.loader))
     tc = cfg["train"]
     meta = checkpoint_meta(cfg, data, model)
     if dp is not None:
@@ -284,17 +313,15 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
         cbs.append(RankRNG(dp))  # on every rank, before the checkpointer saves what it gathered
     if writer:
         cbs.append(MetricsLogger(out, tc["log_every"]))
-        cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty(), say=say))
+        # No bar where progress lines are off (trainlab -q) or would land in a file.
+        cbs.append(ProgressBar(bar=tc["progress"] and sys.stdout.isatty() and logger.isEnabledFor(logging.INFO), say=say))
         cbs.append(Checkpointer(out, meta, every=tc["checkpoint_every"]))
         out.mkdir(parents=True, exist_ok=True)  # only now: bad data or config leaves no run directory behind
         if not resume:  # a new run's record starts empty (--force into a folder that had one)
             (out / "metrics.jsonl").unlink(missing_ok=True)
         dump_config(cfg, out / "config.yaml")
     reset_peak_memory(p.device)
-    trainer = Trainer(model, optimizer, scheduler, p.loader, make_loss(cfg), make_evaluator(p, dp), tc["epochs"],
-                      penalty=make_penalty(cfg, model), clip_grad=tc["clip_grad"], max_steps=tc["max_steps"],
-                      amp=p.amp, device=p.device, callbacks=cbs, closure_step=is_full_batch(cfg), compile=p.compile,
-                      data_parallel=dp)
+    trainer = build_trainer(p, cbs, model=model, lr_multipliers=lr_multipliers, data_parallel=dp)
     if resume:
         launched = ckpt.get("launch", {}).get("world_size", 1)
         if launched != (1 if dp is None else dp.world_size):
@@ -402,7 +429,7 @@ def finish_run(out: Path, trainer: Trainer, p: Prepared, wall: float, say: Calla
 
 def diagnose_run(out: Path, summary: dict, trainer: Trainer, p: Prepared) -> list[dict]:
     """The verdicts of the curve diagnosis (docs/design.md §4): see trainlab.babysit.diagnosis."""
-    return diagnose(out, summary, trainer.state, p.cfg)
+    return diagnose(out, summary, trainer.state, p.cfg, optimizer_base_lr(trainer.optimizer))
 
 
 def write_summary(out: Path, summary: dict) -> None:

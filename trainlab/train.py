@@ -23,9 +23,16 @@ from trainlab.checkpoint import load_model_state, model_state
 
 
 class Callback:
-    """Base class: override any of the events. ``state_dict`` is saved in checkpoints."""
+    """Base class: override any of the events. ``state_dict`` is saved in checkpoints.
+
+    ``order``: the trainer calls callbacks by ascending order (ties keep the order they were
+    given in). Those that stop a diverged run come first (10), those that add to an epoch's
+    record (EMA, 20) before those that read it (user callbacks, 50) and write it out (logger, 70),
+    and the checkpointer last (100), so the state it saves includes every other callback's update.
+    """
 
     name = "callback"
+    order = 50
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer, step: StepInfo) -> None: ...
@@ -103,7 +110,7 @@ class Trainer:
                 return evaluate(m)
 
         self.evaluate = evaluate_under_autocast
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)  # stable: equal orders keep theirs
         self.state = TrainerState()
 
     # --- events -------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from trainlab.classifier import PreprocessedModel, count_params, load_classifier
 from trainlab.config import load_config
 from trainlab.data import load_data
 from trainlab.errors import UserError
+from trainlab.log import say as say_info
 from trainlab.models import MultiStageFeatures, build_model
 from trainlab.preprocessing import PREPROCESSORS
 from trainlab.run import default_out_dir, prepare_run_dir, train_run
@@ -161,7 +162,7 @@ def model_from_state_dict(state: dict, cfg: dict, data, path: str, say: Callable
     return PreprocessedModel(pre, net)
 
 
-def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print) -> tuple[dict, dict]:
+def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = say_info) -> tuple[dict, dict]:
     """(checkpoint or state dict, cfg to train with): for a trainlab checkpoint the config's
     architecture and preprocessing are replaced by the source's."""
     ckpt = load_checkpoint(path)
@@ -171,7 +172,7 @@ def load_source(path: str | Path, cfg: dict, say: Callable[[str], None] = print)
     return unwrap_state_dict(ckpt, str(path)), cfg
 
 
-def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], None] = print) -> Source:
+def build_source(ckpt: dict, cfg: dict, data, path: str, say: Callable[[str], None] = say_info) -> Source:
     """The source model with its weights, checked against the new data."""
     if not is_trainlab_checkpoint(ckpt):
         model = model_from_state_dict(ckpt, cfg, data, path, say)
@@ -316,7 +317,7 @@ def apply_strategy(model: PreprocessedModel, strategy: str,
 # --- the command ------------------------------------------------------------------------------------
 
 
-def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[[str], None] = print) -> dict:
+def finetune(cfg: dict, source_path: str | Path, out: str | Path, say: Callable[[str], None] = say_info) -> dict:
     """Transfer the backbone at ``source_path`` to the data of ``cfg``; train into run directory
     ``out`` with train_run; return summary.json (with its ``transfer`` entry)."""
     prepare_run_dir(Path(out), resume=False)  # fail before loading anything

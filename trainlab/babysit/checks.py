@@ -31,8 +31,9 @@ from trainlab.data import load_data
 from trainlab.data.loader import TensorLoader
 from trainlab.evaluate import evaluate
 from trainlab.io import write_json
-from trainlab.optim import build_optimizer, is_full_batch
-from trainlab.run import prepare
+from trainlab.log import say as say_info
+from trainlab.optim import is_full_batch
+from trainlab.run import build_trainer, prepare
 from trainlab.train import Callback, Trainer
 
 # Logits with standard deviation s at initialisation give an expected cross-entropy of about
@@ -137,12 +138,11 @@ def check_overfit_small_sample(cfg: dict, data, say) -> dict:
     xs, ys = p.data.train_x[pick], p.data.train_y[pick]
     full_batch = is_full_batch(off)
     loader = TensorLoader(xs, ys, len(xs) if full_batch else OVERFIT_BATCH_SIZE, seed=cfg["seed"])
-    trainer = Trainer(p.model, build_optimizer(p.model, off), None, loader, make_loss(off),
-                      lambda m: {f"sample_{k}": v for k, v in evaluate(m, xs, ys, p.data.num_classes).items()
-                                 if k in ("loss", "acc")},
-                      epochs=math.ceil(OVERFIT_STEPS / len(loader)), clip_grad=off["train"]["clip_grad"],
-                      max_steps=OVERFIT_STEPS, device=p.device, closure_step=full_batch,
-                      callbacks=[DivergenceGuard(), StopWhenFit()])
+    # A constant rate and no penalty (sanity_config turned it off): the lecture's plain fit.
+    trainer = build_trainer(p, [DivergenceGuard(), StopWhenFit()], cfg=off, loader=loader, scheduler=lambda o: None,
+                            evaluate=lambda m: {f"sample_{k}": v for k, v in evaluate(m, xs, ys, p.data.num_classes).items()
+                                                if k in ("loss", "acc")},
+                            epochs=math.ceil(OVERFIT_STEPS / len(loader)), max_steps=OVERFIT_STEPS, accelerated=False)
     state = trainer.fit()
     last = state.history[-1] if state.history else {"sample_acc": 0.0, "sample_loss": float("nan")}
     first_loss = state.history[0]["train_loss"] if state.history else float("nan")
@@ -199,7 +199,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_checks(cfg: dict, out: str | Path, say: Callable[[str], None] = print) -> list[dict]:
+def run_checks(cfg: dict, out: str | Path, say: Callable[[str], None] = say_info) -> list[dict]:
     """Every sanity check on the setup ``cfg`` describes; writes ``out/checks.json`` and prints a table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

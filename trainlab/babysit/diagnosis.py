@@ -461,12 +461,15 @@ def diagnose_history(history: list[dict], steps: list[dict] = (), monitors: list
                              best_val_acc=_round(best_val_acc))]
 
 
-def diagnose(run_dir: Path, summary: dict, state, cfg: dict) -> list[dict]:
-    """Verdicts for a finished run (docs/design.md §8 codes), from its metrics.jsonl and trainer state."""
+def diagnose(run_dir: Path, summary: dict, state, cfg: dict, base_rate: float | None = None) -> list[dict]:
+    """Verdicts for a finished run (docs/design.md §8 codes), from its metrics.jsonl and trainer state.
+    ``base_rate``: the undecayed rate, read from the optimiser when there is one
+    (:func:`trainlab.optim.optimizer_base_lr`); without one it follows from the config."""
     records = read_jsonl(Path(run_dir) / "metrics.jsonl")
     return diagnose_history(state.history, steps=[r for r in records if r.get("kind") == "step"],
                             monitors=[r for r in records if r.get("kind") == "monitor"],
-                            stop_reason=state.stop_reason, base_lr=base_lr(cfg), num_classes=summary.get("num_classes"),
+                            stop_reason=state.stop_reason, base_lr=base_lr(cfg) if base_rate is None else base_rate,
+                            num_classes=summary.get("num_classes"),
                             best_val_acc=summary.get("best_val_acc"), optimizer=cfg["optim"]["name"],
                             lr=cfg["optim"]["lr"], max_steps=cfg["train"]["max_steps"],
                             schedule=cfg["schedule"]["name"])

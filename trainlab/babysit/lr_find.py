@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from trainlab.classifier import make_loss, make_penalty
 from trainlab.config import dump_config
 from trainlab.errors import UserError
 from trainlab.io import write_json
-from trainlab.optim import base_lr, build_optimizer, is_full_batch
+from trainlab.log import say as say_info
+from trainlab.optim import optimizer_base_lr
 from trainlab.plots import plt, save_figure
-from trainlab.run import prepare
+from trainlab.run import build_trainer, prepare
 from trainlab.train import Callback, StepInfo, Trainer
 
 MIN_LR, MAX_LR, STEPS = 1e-7, 10.0, 100
@@ -137,7 +137,7 @@ def plot_lr_find(result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, steps: int = STEPS,
+def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = say_info, steps: int = STEPS,
             min_lr: float = MIN_LR, max_lr: float = MAX_LR) -> dict:
     """Run the range test for the setup ``cfg`` describes; writes ``out/lr_find.json``
     (``suggested_lr``, ``lrs``, ``losses``, ``smoothed``, regions, verdict) and ``out/plots/lr_find.png``."""
@@ -150,16 +150,17 @@ def lr_find(cfg: dict, out: str | Path, say: Callable[[str], None] = print, step
     cfg = copy.deepcopy(cfg)
     dump_config(cfg, out / "config.yaml")
     p = prepare(cfg, lambda msg: None)
-    optimizer = build_optimizer(p.model, p.cfg)
     rates = sweep_rates(min_lr, max_lr, steps)
-    # Each group keeps its own multiplier (fine-tuning): the sweep scales the base rate.
-    scale = [r / base_lr(p.cfg) for r in rates]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: scale[min(i, len(scale) - 1)])
+
+    def sweep(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        # Each group keeps its own multiplier (fine-tuning): the sweep scales the base rate.
+        scale = [r / optimizer_base_lr(optimizer) for r in rates]
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: scale[min(i, len(scale) - 1)])
+
     recorder = RangeRecorder()
-    trainer = Trainer(p.model, optimizer, scheduler, p.loader, make_loss(p.cfg), lambda m: {},
-                      epochs=math.ceil(steps / len(p.loader)), penalty=make_penalty(p.cfg, p.model),
-                      clip_grad=p.cfg["train"]["clip_grad"], max_steps=steps, device=p.device,
-                      callbacks=[recorder], closure_step=is_full_batch(p.cfg))
+    trainer = build_trainer(p, [recorder], scheduler=sweep, evaluate=lambda m: {},
+                            epochs=math.ceil(steps / len(p.loader)), max_steps=steps, accelerated=False)
+    optimizer = trainer.optimizer
     say(f"lr-find: {cfg['model']['name']} on {cfg['data']['name']}, {optimizer.__class__.__name__}, "
         f"lr {min_lr:g} → {max_lr:g} over {steps} steps")
     state = trainer.fit()

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from trainlab.babysit.diagnosis import HEALTHY_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, monitor_verdicts, unit_verdicts
 from trainlab.callbacks import MetricsLogger
-from trainlab.io import append_jsonl, read_jsonl
-from trainlab.optim import base_lr
+from trainlab.io import read_jsonl
+from trainlab.optim import base_lrs, optimizer_base_lr
 from trainlab.plots import plt, save_figure
 from trainlab.train import Callback, StepInfo, Trainer
 
@@ -268,7 +268,7 @@ class AttachedMonitors:
         """The undecayed rate: the optimiser's ``initial_lr`` (set by create_optimizer and LR
         schedulers), else the highest rate seen."""
         if self.optimizer is not None and "initial_lr" in self.optimizer.param_groups[0]:
-            return self.optimizer.param_groups[0]["initial_lr"]
+            return base_lrs(self.optimizer)[0]
         return max((r["lr"] for r in self.records if r["lr"] is not None), default=None)
 
     def verdicts(self) -> list[dict]:
@@ -321,18 +321,22 @@ class Monitors(Callback):
     """
 
     name = "monitors"
+    order = 30  # after the divergence guard (a diverged step is not measured), before the logger
 
     def __init__(self, cfg: dict, probe_x: torch.Tensor, run_dir: str | Path):
         m = cfg["monitor"]
         self.every, self.bins, self.warn, self.plots = m["every"], m["bins"], m["warn"], m["plots"]
-        self.probe_x, self.run_dir, self.base_lr = probe_x, Path(run_dir), base_lr(cfg)
+        self.probe_x, self.run_dir = probe_x, Path(run_dir)
+        self.base_lr: float | None = None  # read from the optimiser when training starts
         self.probe: Probe | None = None
         self.warned: set[str] = set()
+        self._logger: MetricsLogger | None = None
 
     def due(self, step: int) -> bool:
         return step == 1 or step % self.every == 0
 
     def on_train_start(self, trainer: Trainer) -> None:
+        self.base_lr = optimizer_base_lr(trainer.optimizer)
         self.probe = Probe(trainer.model, self.probe_x, self.bins)
         if trainer.state.step == 0:  # the initialisation itself: the lecture's experiment
             self.record(trainer, 0, 0, trainer.optimizer.param_groups[0]["lr"])
@@ -349,10 +353,17 @@ class Monitors(Callback):
 
     def record(self, trainer: Trainer, step: int, epoch: int, lr: float) -> None:
         record = self.probe.measure(step, epoch, lr)
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self.logger(trainer).log(record)
         self.to_tensorboard(trainer, record)
         if self.warn:
             self.warn_live(record)
+
+    def logger(self, trainer: Trainer) -> MetricsLogger:
+        """The run's metrics logger, which writes metrics.jsonl; a trainer without one gets one for
+        the monitor records alone (no TensorBoard)."""
+        if self._logger is None:
+            self._logger = trainer.callback(MetricsLogger) or MetricsLogger(self.run_dir, every=0, tensorboard=False)
+        return self._logger
 
     def to_tensorboard(self, trainer: Trainer, record: dict) -> None:
         """Into the metrics logger's TensorBoard writer (one event stream per run)."""

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.config import cfg_with, dump_config
 from trainlab.io import read_jsonl, write_json
+from trainlab.log import say as say_info
 from trainlab.plots import embed_png, html_table, plt
 from trainlab.report import add_section, save_figure, write_report
 from trainlab.search.space import Space, encode_choice
@@ -243,7 +244,7 @@ def search_section(run_dir: Path) -> str:
 
 
 def write_results(study: optuna.Study, base: dict, space: Space, rounds: list[dict], out: Path, options,
-                  wall: float, say: Callable[[str], None] = print) -> dict:
+                  wall: float, say: Callable[[str], None] = say_info) -> dict:
     """trials.csv, best.yaml, search.json and the plots; returns search.json's contents."""
     trials = search_trials(study)
     last_stage = rounds[-1]["stage"] if rounds else None

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainlab.device import place_worker
 from trainlab.errors import UserError, first_line
+from trainlab.log import say as say_info
 from trainlab.plugins import load_plugins
 from trainlab.search.results import write_results
 from trainlab.search.space import (
@@ -211,7 +212,7 @@ def make_objective(storage, study: optuna.Study, job: SearchJob, label: str, n: 
     return objective
 
 
-def search_worker(job: SearchJob, say: Callable[[str], None] = print) -> list[dict]:
+def search_worker(job: SearchJob, say: Callable[[str], None] = say_info) -> list[dict]:
     """Run the whole plan against the shared study; returns what each round searched."""
     o = job.options
     storage = make_storage(o.storage, o.heartbeat)
@@ -303,7 +304,7 @@ def _worker_process(job: SearchJob, index: int) -> None:
 
 
 def run_search(base: dict, space: Space, out: str | Path, options: SearchOptions,
-               say: Callable[[str], None] = print) -> dict:
+               say: Callable[[str], None] = say_info) -> dict:
     """Search, with ``options.workers`` processes on this machine sharing the study (this process
     is worker 0), then write trials.csv, best.yaml, search.json and the plots. Re-running the
     same search resumes it: finished trials count, and only the missing ones run."""

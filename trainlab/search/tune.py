@@ -45,6 +45,7 @@ from trainlab.device import resolve_device
 from trainlab.errors import UserError
 from trainlab.evaluate import evaluate
 from trainlab.io import write_json
+from trainlab.log import say as say_info
 from trainlab.plots import CSS, embed_png
 from trainlab.run import train_run
 from trainlab.search.results import results_html
@@ -257,7 +258,7 @@ def search_config(cfg: dict, lr: float, order: str) -> dict:
 
 
 def tune(cfg: dict, out: Path, space_path: str | None = None, budget: str | dict = "small", workers: int = 1,
-         storage: str | None = None, study: str | None = None, say: Callable[[str], None] = print,
+         storage: str | None = None, study: str | None = None, say: Callable[[str], None] = say_info,
          order: str = "lectures") -> dict:
     """Run the recipe into ``out``; returns tune.json's contents. Raises TuneFailed at a failed step
     (tune.json and report.html then show the evidence up to it). ``budget``: a name in BUDGETS,
