@@ -23,7 +23,7 @@ from tests.test_data import write_cifar, write_mnist
 from trainlab.config import load_config
 from trainlab.data import describe_datasets, load_data
 from trainlab.data.loader import TensorLoader, shard
-from trainlab.data.stream import LazyImages, StreamLoader, open_data, open_stream
+from trainlab.data.stream import LazyImages, StreamLoader, default_workers, open_data, open_source, open_stream
 from trainlab.errors import UserError
 from trainlab.run import prepare, train_run
 from trainlab.train import Callback
@@ -305,3 +305,16 @@ def test_sigkilled_cli_run_resumes_bit_for_bit(tmp_path):
     (wa, ha), (wb, hb) = final_state(tmp_path / "whole"), final_state(tmp_path / "cut")
     assert ha == hb
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_arrays_stream_in_the_main_process_and_image_files_through_workers(tmp_path, monkeypatch):
+    """A batch of a memory-mapped array is cheaper to read than to ship from a worker; a PNG's
+    decoding is worth one (unless data.workers says otherwise)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    npy = open_source(config("data.name=npy", f"data.path={write_npy(tmp_path / 'npy')}")["data"])
+    folder = open_source(config("data.name=folder", f"data.path={write_folder(tmp_path / 'pets')}")["data"])
+    assert default_workers(npy.train) == 0 and default_workers(folder.train) == 3
+    data = open_stream(config("data.name=npy", f"data.path={tmp_path / 'npy'}"))
+    assert data.train_x.workers == 0
+    data = open_stream(config("data.name=npy", f"data.path={tmp_path / 'npy'}", "data.workers=2"))
+    assert data.train_x.workers == 2

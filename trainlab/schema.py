@@ -71,7 +71,7 @@ SCHEMA: dict[str, Key] = {
                       choices=("off", "on", "auto")),
     "data.memory_limit_gb": _k(None, "float", "data.stream=auto streams sets bigger than this (default: 1/4 of device memory, of RAM on CPU)",
                              nullable=True, **POS),
-    "data.workers": _k(None, "int", "streaming: DataLoader worker processes (default: CPU cores - 1, at most 8; 0: decode in the main process)",
+    "data.workers": _k(None, "int", "streaming: DataLoader worker processes (default: 0 for arrays, CPU cores - 1 up to 8 for image files)",
                        nullable=True, **NONNEG),
     "data.prefetch": _k(2, "int", "streaming: batches each worker decodes ahead", low=1),
     "data.image_size": _k(32, "int", "folder data sets: images are resized to this square size", low=4),

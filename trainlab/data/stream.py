@@ -316,8 +316,14 @@ def stream_note(name: str) -> str:
 # --- a split as a lazy tensor ------------------------------------------------------------------
 
 
-def default_workers() -> int:
-    """CPU cores - 1 (the main process trains), at most 8."""
+def default_workers(source: ArraySource | ImageFileSource) -> int:
+    """Worker processes when data.workers is unset. Image files: CPU cores - 1 (the main process
+    trains), at most 8 — decoding a PNG or JPEG costs more than shipping its pixels between
+    processes. Arrays (npy, IDX, CIFAR rows): 0 — a batch is one sorted read of a memory map or
+    of uint8 rows, cheaper than a worker's round trip (MNIST, 1x128 MLP, one thread each: 0.87x
+    of the in-memory speed in the main process, 0.34-0.52x with one worker)."""
+    if isinstance(source, ArraySource):
+        return 0
     return max(0, min((os.cpu_count() or 1) - 1, 8))
 
 
@@ -536,7 +542,7 @@ def open_stream(cfg: dict, source: StreamSource | None = None):
     :class:`LazyImages` (on disk) and labels tensors, split exactly as :func:`load_data` splits."""
     data = _data_config(cfg)
     source = source or open_source(data)
-    workers = default_workers() if data.get("workers") is None else int(data["workers"])
+    workers = default_workers(source.train) if data.get("workers") is None else int(data["workers"])
     prefetch = int(data.get("prefetch", 2))
     s = select_samples(source.train_y, source.test_y, source.classes, cfg)
     lazy = partial(LazyImages, workers=workers, prefetch=prefetch)
