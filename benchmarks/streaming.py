@@ -122,10 +122,12 @@ def main() -> None:
     ap.add_argument("--pngs", type=int, default=50_000, help="images in the PNG folder (0: skip)")
     ap.add_argument("--png-size", type=int, default=64)
     ap.add_argument("--cap-gb", type=float, default=2.0, help="data.memory_limit_gb: the sets are bigger than this")
-    ap.add_argument("--workers", type=int, default=None, help="data.workers (default: trainlab's, cores - 1)")
+    ap.add_argument("--workers", type=int, default=None, help="data.workers (default: trainlab's: 0 for arrays, cores - 1 for image files)")
     ap.add_argument("--data-root", default=os.environ.get("TRAINLAB_DATA"), help="holds mnist/ (skip the MNIST comparison if unset)")
     ap.add_argument("--dir", default=None, help="where to write the synthetic sets (default: a temporary folder)")
     a = ap.parse_args()
+    if a.dir:
+        Path(a.dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="trainlab-streaming-", dir=a.dir))
     common = [f"data.memory_limit_gb={a.cap_gb}"]
     if a.workers is not None:

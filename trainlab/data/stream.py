@@ -36,20 +36,16 @@ from torch.utils.data import DataLoader, Dataset
 from trainlab.data.core import DataBundle, _data_config, data_root, load_data, select_samples
 from trainlab.data.datasets import (
     CIFAR10_CLASSES,
-    CIFAR_LAYOUT,
     FASHION_CLASSES,
     GREY_MODES,
     MNIST_FILES,
-    _cifar_batch,
-    _cifar_blobs,
     _corrupt,
     _dataset_folder,
     _ensure_public,
     _find_idx,
     _labels,
-    _names,
+    _load_cifar,
     _to_unit_float,
-    _unpickle,
     array_images,
     folder_layout,
     npy_arrays,
@@ -246,22 +242,17 @@ def _cifar_to_float(rows: np.ndarray) -> Tensor:
 
 
 def _open_cifar(name: str, root: Path, path: Path | None, download: bool, default_classes: list[str]) -> StreamSource:
-    """The CIFAR pickles unpickled to their uint8 rows (a quarter of the float32 size)."""
-    layout = CIFAR_LAYOUT[name]
-    folder = _dataset_folder(root, path, name)
-    _ensure_public(name, folder, download)
-    blobs = _cifar_blobs(folder, layout)
-    classes = _names(_unpickle(*blobs.pop(layout.meta)), layout.names_key, default_classes)
-    parts = []
-    for member in (*layout.train, layout.test):
-        blob, source = blobs.pop(member)
-        x, y = _cifar_batch(_unpickle(blob, source), layout.label_key, source, len(classes))  # checked as in memory
-        parts.append((x.numpy().reshape(len(x), -1), y))
-    *train, (test_x, test_y) = parts
-    origin = str(folder)
-    return StreamSource(ArraySource(np.concatenate([x for x, _ in train]), _cifar_to_float, origin),
-                        torch.cat([y for _, y in train]), ArraySource(test_x, _cifar_to_float, origin), test_y,
-                        classes, "CIFAR pickles held as uint8")
+    """The CIFAR pickles read (and checked) as the in-memory loader reads them, kept as uint8 rows
+    (a quarter of the float32 size) and converted a batch at a time."""
+    raw = _load_cifar(name, root, path, download, default_classes)
+    origin = str(_dataset_folder(root, path, name))
+
+    def rows(x: Tensor) -> np.ndarray:
+        return x.numpy().reshape(len(x), -1)
+
+    return StreamSource(ArraySource(rows(raw.train_x), _cifar_to_float, origin), raw.train_y,
+                        ArraySource(rows(raw.test_x), _cifar_to_float, origin), raw.test_y, raw.classes,
+                        "CIFAR pickles held as uint8")
 
 
 @STREAM_SOURCES.register("cifar10")
