@@ -29,7 +29,7 @@ per command (as in conftest.py: faster than two on a shared machine).
 Two modes, one test per page (a failure names the page and line):
   * fast, test_documented_commands_run (the default run, about 4 minutes): after the block's
     `append` arguments the test adds small budgets of its own, FAST_ARGS below (one epoch, 300
-    images, half-width conv nets, no activation monitors or progress bars, fewer search trials,
+    images, narrow models, no EMA copies, no activation monitors or progress bars, fewer search trials,
     `--quick` labs, ...), each only where the command and its `append` do not set that key or
     option already (but a data.subset above 300 is cut to 300), so what a page spells out (e.g.
     the SGDR cycles of a snapshot ensemble) still holds; a command documented to fail gets none.
@@ -37,8 +37,8 @@ Two modes, one test per page (a failure names the page and line):
     per command). A command that no longer parses, names a key or option that no longer exists,
     crashes or exits with another status than documented still fails.
   * full, test_documented_commands_run_as_written: the commands as the pages show them (with only
-    the pages' own `append`s), each in a fresh `python -m trainlab`; 20-35 minutes on two shared
-    cores. Marked `slow` and skipped unless asked for:
+    the pages' own `append`s), each in a fresh `python -m trainlab`; 12-35 minutes on two shared
+    cores, depending on their load. Marked `slow` and skipped unless asked for:
 
         TRAINLAB_DOC_FULL=1 python -m pytest -q tests/test_documented_commands.py -k as_written
 """
@@ -73,7 +73,8 @@ FULL = os.environ.get("TRAINLAB_DOC_FULL") == "1"
 #   monitor.*, train.progress: no activation probes, monitor plots or progress bar
 #   train.eval_batch_size: 1024-image batches of a conv net cost more system time (page faults)
 #     than compute; runs made here pass it on to the evaluate/ensemble commands that load them
-#   model.width: half the default channels of convnet/resnet (a multiple of model.groups)
+#   model.width: 8 channels in the first stage of a convnet/resnet (32 / 16 by default; a multiple
+#     of model.groups), 8 hidden units in an mlp (256)
 #   train.ema: no Polyak/EMA copy, which every evaluation of a run would test beside the raw
 #     weights (tests/test_ensemble.py tests the ensembles of EMA weights)
 FAST_QUIET = ["monitor.every=0", "monitor.plots=false", "train.progress=false"]
