@@ -496,7 +496,7 @@ def test_documented_commands_run(page, tmp_path, warm_trainlab):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="the documented commands as written take 20-35 minutes: set TRAINLAB_DOC_FULL=1")
+@pytest.mark.skipif(not FULL, reason="the documented commands as written take 12-35 minutes: set TRAINLAB_DOC_FULL=1")
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_documented_commands_run_as_written(page, tmp_path):
     """Every command of the page runs as the page shows it (with only the page's own `append`s)."""
