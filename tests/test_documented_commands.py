@@ -29,7 +29,7 @@ per command (as in conftest.py: faster than two on a shared machine).
 Two modes, one test per page (a failure names the page and line):
   * fast, test_documented_commands_run (the default run, about 4 minutes): after the block's
     `append` arguments the test adds small budgets of its own, FAST_ARGS below (one epoch, 300
-    images, half-width conv nets, no activation monitors or progress bars, fewer search trials,
+    images, narrow models, no EMA copies, no activation monitors or progress bars, fewer search trials,
     `--quick` labs, ...), each only where the command and its `append` do not set that key or
     option already (but a data.subset above 300 is cut to 300), so what a page spells out (e.g.
     the SGDR cycles of a snapshot ensemble) still holds; a command documented to fail gets none.
@@ -37,8 +37,8 @@ Two modes, one test per page (a failure names the page and line):
     per command). A command that no longer parses, names a key or option that no longer exists,
     crashes or exits with another status than documented still fails.
   * full, test_documented_commands_run_as_written: the commands as the pages show them (with only
-    the pages' own `append`s), each in a fresh `python -m trainlab`; 20-35 minutes on two shared
-    cores. Marked `slow` and skipped unless asked for:
+    the pages' own `append`s), each in a fresh `python -m trainlab`; 12-35 minutes on two shared
+    cores, depending on their load. Marked `slow` and skipped unless asked for:
 
         TRAINLAB_DOC_FULL=1 python -m pytest -q tests/test_documented_commands.py -k as_written
 """
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -72,16 +73,19 @@ FULL = os.environ.get("TRAINLAB_DOC_FULL") == "1"
 #   monitor.*, train.progress: no activation probes, monitor plots or progress bar
 #   train.eval_batch_size: 1024-image batches of a conv net cost more system time (page faults)
 #     than compute; runs made here pass it on to the evaluate/ensemble commands that load them
-#   model.width: half the default channels of convnet/resnet (a multiple of model.groups)
+#   model.width: 8 channels in the first stage of a convnet/resnet (32 / 16 by default; a multiple
+#     of model.groups), 8 hidden units in an mlp (256)
+#   train.ema: no Polyak/EMA copy, which every evaluation of a run would test beside the raw
+#     weights (tests/test_ensemble.py tests the ensembles of EMA weights)
 FAST_QUIET = ["monitor.every=0", "monitor.plots=false", "train.progress=false"]
 FAST_ARGS: dict[str, list[str]] = {
-    "train": ["train.epochs=1", "data.subset=300", "model.width=8", "train.eval_batch_size=128", *FAST_QUIET],
+    "train": ["train.epochs=1", "data.subset=300", "model.width=8", "train.ema=0", "train.eval_batch_size=128", *FAST_QUIET],
     "finetune": ["train.epochs=1", "train.eval_batch_size=128", *FAST_QUIET],  # the model is the source's
     "lr-find": ["--steps 30"],
     "search": ["--trials 2", "--epochs 1", "--refine-trials 1", "--refine-epochs 1", "data.subset=200", *FAST_QUIET],
     # tune's trials are never longer than its final training: train.epochs bounds them all
     "tune": ["train.epochs=2", "data.subset=200", *FAST_QUIET],
-    "lab": ["--quick"],
+    "lab": ["--quick", "train.eval_batch_size=128"],
     "lab list": [],
 }
 # keys that make another one of FAST_ARGS pointless: data.per_class already picks the images
@@ -282,7 +286,7 @@ def test_extraction_rule(tmp_path):
 def test_fast_args():
     """Small budgets where a command leaves them out; what a command sets stays, but for CAPS."""
     assert fast_args("trainlab lr-find --steps 500") == []
-    assert fast_args("trainlab lab list") == [] and fast_args("trainlab lab dropout") == ["--quick"]
+    assert fast_args("trainlab lab list") == [] and fast_args("trainlab lab dropout") == FAST_ARGS["lab"]
     assert fast_args("trainlab --import m train model.name=tiny") == FAST_ARGS["train"]
     train = fast_args("trainlab train 'data.per_class=100' monitor.every=5 train.epochs=8 --out runs/a")
     assert not any(a.split("=")[0] in ("data.subset", "monitor.every", "train.epochs") for a in train)
@@ -312,14 +316,14 @@ def _make_files(folder: Path, names: list[str], sources: dict[str, str]) -> None
 
 
 # Fast mode runs `trainlab` in a warm interpreter: a server (one for the module) imports
-# trainlab.cli and torch._dynamo (which torch's optimizers import on first use) once, then forks a
-# child per call. The child takes the caller's working directory, environment, stdin, stdout and
+# trainlab.cli, torch._dynamo (which torch's optimizers import on first use), tensorboard and optuna
+# once, then forks a child per call (and logs the CPU time each one took). The child takes the caller's working directory, environment, stdin, stdout and
 # stderr and runs trainlab.cli.main(argv), the function of the `trainlab` console script, ending as
 # that process would (sys.exit: the exit status, atexit, a traceback for an uncaught exception).
 # Each command so skips the ~3.5 s of CPU a fresh interpreter spends importing torch and matplotlib.
 SERVER = r"""
 import json, os, socket, sys
-import torch._dynamo
+import optuna, torch._dynamo, torch.utils.tensorboard
 from trainlab.cli import build_parser, main
 build_parser()
 server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -345,7 +349,10 @@ while True:
         sys.exit(main(request["argv"]))
     for fd in fds:
         os.close(fd)
-    conn.sendall(str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])).encode())
+    _, status, usage = os.wait4(pid, 0)
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{usage.ru_utime + usage.ru_stime}\n")
+    conn.sendall(str(os.waitstatus_to_exitcode(status)).encode())
     conn.close()
 """
 CLIENT = r"""
@@ -380,13 +387,14 @@ class WarmTrainlab:
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="trainlab-doc-"))  # short: a socket path has at most 107 bytes
         self.env = {"TRAINLAB_DOC_SERVER": str(self.folder / "socket"), "TRAINLAB_DOC_CLIENT": CLIENT}
+        self.cpu_log = self.folder / "cpu.log"
         self.server = None
         self.start()
 
     def start(self) -> None:
         Path(self.env["TRAINLAB_DOC_SERVER"]).unlink(missing_ok=True)
         with open(self.folder / "server.err", "w+") as err:
-            self.server = subprocess.Popen([sys.executable, "-c", SERVER, self.env["TRAINLAB_DOC_SERVER"]], env=_env(),
+            self.server = subprocess.Popen([sys.executable, "-c", SERVER, self.env["TRAINLAB_DOC_SERVER"], str(self.cpu_log)], env=_env(),
                                            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
                                            cwd=self.folder)
             if self.server.stdout.readline().strip() != "ready":
@@ -399,6 +407,10 @@ class WarmTrainlab:
         _kill_group(self.server)
         self.server.stdout.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the commands run so far."""
+        return sum(map(float, self.cpu_log.read_text().split())) if self.cpu_log.exists() else 0.0
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -410,6 +422,12 @@ def warm_trainlab():
     yield warm
     warm.stop()
     shutil.rmtree(warm.folder, ignore_errors=True)
+
+
+def _cpu_seconds(warm: WarmTrainlab | None) -> float:
+    """CPU time of this process's finished children (bash, `python -m trainlab`) and of ``warm``'s commands."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + (warm.cpu_seconds() if warm else 0.0)
 
 
 def _run_page(page: Path, tmp_path: Path, warm: WarmTrainlab | None) -> None:
@@ -429,7 +447,7 @@ def _run_page(page: Path, tmp_path: Path, warm: WarmTrainlab | None) -> None:
         _make_files(tmp_path, [f for f in c.files if not (tmp_path / f).exists()], c.sources)
         run = c.fast if warm else c.run
         where = f"{c.page}:{c.line}: {run}"
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds(warm)
         shell = subprocess.Popen(["bash", "-c", prelude + run], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -439,13 +457,14 @@ def _run_page(page: Path, tmp_path: Path, warm: WarmTrainlab | None) -> None:
             if warm:
                 warm.restart()  # the server waits for the command it forked: stop both
             pytest.fail(f"{where}\ntook more than {TIMEOUT} s")
-        timings.append((time.perf_counter() - start, c.text.splitlines()[0]))
+        timings.append((time.perf_counter() - start, _cpu_seconds(warm) - cpu, c.text.splitlines()[0]))
         assert shell.returncode == c.expect, (
             f"{where}\nexited {shell.returncode}, documented {c.expect}\n{out[-3000:]}\n{err[-3000:]}")
         assert "Traceback" not in err, f"{where}\n{err[-3000:]}"
-    print(f"\n{page.name}: {len(timings)} commands in {sum(t for t, _ in timings):.0f} s")
-    for seconds, text in timings:
-        print(f"  {seconds:6.1f} s  {text}")
+    print(f"\n{page.name}: {len(timings)} commands in {sum(t[0] for t in timings):.0f} s "
+          f"({sum(t[1] for t in timings):.0f} s of CPU)")
+    for seconds, cpu, text in timings:
+        print(f"  {seconds:6.1f} s {cpu:6.1f} s CPU  {text}")
 
 
 def test_warm_trainlab_ends_as_the_command_would(warm_trainlab, tmp_path):
@@ -477,7 +496,7 @@ def test_documented_commands_run(page, tmp_path, warm_trainlab):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="the documented commands as written take 20-35 minutes: set TRAINLAB_DOC_FULL=1")
+@pytest.mark.skipif(not FULL, reason="the documented commands as written take 12-35 minutes: set TRAINLAB_DOC_FULL=1")
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_documented_commands_run_as_written(page, tmp_path):
     """Every command of the page runs as the page shows it (with only the page's own `append`s)."""
