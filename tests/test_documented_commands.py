@@ -489,6 +489,7 @@ def test_warm_trainlab_ends_as_the_command_would(warm_trainlab, tmp_path):
     assert (tmp_path / "sub" / "keys.md").read_text() == keys.stdout
 
 
+@pytest.mark.slow  # every documented command, end to end (a few minutes): in the default run, not in -m "not slow"
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_documented_commands_run(page, tmp_path, warm_trainlab):
     """Every command of the page runs, with small budgets (FAST_ARGS), in the warm interpreter."""
