@@ -75,6 +75,7 @@ def test_bf16_trains_digits_within_one_point_of_fp32(tmp_path):
     assert ckpt["scaler"] == {}  # bf16 has float32's range: no loss scaling
 
 
+@pytest.mark.slow
 def test_fp16_trainer_scales_the_loss_and_resumes_its_scale():
     """The fp16 path (autocast + GradScaler) as the GPU runs it, driven on the CPU through the
     Trainer (the run-level setting refuses fp16 on a CPU)."""
@@ -100,6 +101,7 @@ def test_fp16_trainer_scales_the_loss_and_resumes_its_scale():
 
 
 # --- wrapper prefixes --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_checkpoint_keys_are_the_plain_models_whatever_wraps_it():
     plain = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     keys = set(plain.state_dict())

@@ -181,6 +181,7 @@ def test_callbacks_run_by_order_whatever_the_list_order(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["callbacks"]["stamp"] == {"epochs": 2}
 
 
+@pytest.mark.slow
 def test_a_user_callback_given_to_train_run_is_saved_by_the_checkpointer(tmp_path):
     cfg = cfg_with(load_config(None, TINY), {"train.max_steps": None})
     train_run(cfg, tmp_path / "run", callbacks=[Stamp()], say=quiet)
@@ -192,6 +193,7 @@ def test_a_user_callback_given_to_train_run_is_saved_by_the_checkpointer(tmp_pat
 
 # --- one trainer factory ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_lr_find_and_check_build_their_trainer_in_one_place(tmp_path, monkeypatch):
     import trainlab.run
     from trainlab.babysit.checks import check_overfit_small_sample

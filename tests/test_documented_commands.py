@@ -467,6 +467,7 @@ def _run_page(page: Path, tmp_path: Path, warm: WarmTrainlab | None) -> None:
         print(f"  {seconds:6.1f} s {cpu:6.1f} s CPU  {text}")
 
 
+@pytest.mark.slow
 def test_warm_trainlab_ends_as_the_command_would(warm_trainlab, tmp_path):
     """Through the warm interpreter a command keeps its output, exit status and traceback."""
     (tmp_path / "boom.py").write_text("from trainlab.plugins import register_model\n\n\n@register_model('boom')\n"

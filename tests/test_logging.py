@@ -45,6 +45,7 @@ def test_verbose_adds_debug_and_the_flags_exclude_each_other(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_say_defaults_to_the_logger_and_an_explicit_say_still_hears_everything(tmp_path, capsys):
     cfg = load_config(None, FAST)
     set_verbosity(logging.WARNING)

@@ -110,6 +110,7 @@ def test_onnx_export_needs_its_packages(run, digits_test, tmp_path, capsys):
         assert info["max_abs_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_compare_tables_differences_metrics_and_curves(run, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["train", *TINY, *CONV, "optim.lr=0.003", "seed=1", "--out", str(other)]) == 0

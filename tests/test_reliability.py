@@ -83,6 +83,7 @@ def test_resume_refuses_an_architecture_override_instead_of_crashing(run_copy, c
     assert yaml.safe_load((run_copy / "config.yaml").read_text())["model"]["width"] == 16
 
 
+@pytest.mark.slow
 def test_resume_applies_safe_keys_and_records_them(run_copy, capsys):
     code, _, err = cli(capsys, "train", "--resume", run_copy, "train.epochs=3")
     assert code == 0, err
@@ -120,6 +121,7 @@ def test_a_non_empty_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert sorted(p.name for p in d.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_force_writes_a_fresh_run_and_keeps_other_files(tmp_path, capsys):
     d = tmp_path / "d"
     d.mkdir()
@@ -289,6 +291,7 @@ def test_messages_echo_a_bounded_part_of_a_huge_value(tmp_path, capsys):
 # --- 7. a torn metrics.jsonl --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_on_resume(run_copy, capsys):
     metrics = run_copy / "metrics.jsonl"
     metrics.write_bytes(metrics.read_bytes() + b'{"kind": "step", "step": 99, "lo')

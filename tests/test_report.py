@@ -159,6 +159,7 @@ def test_accuracy_plot_shows_train_subset_validation_and_running_average():
     assert set(curves) == {train, running, val} and len({train, running, val}) == 3
     assert curves[train][0] == [(1, 0.9 + 1 / 100), (2, 0.9 + 2 / 100)] and [e for e, _ in curves[running][0]] == [1, 2]
     assert "eval mode" in train and "running" in running
+@pytest.mark.slow
 def test_lr_plot_draws_the_schedule_at_every_step(tmp_path):
     """SGDR with 1-epoch cycles of ~8 steps, logged every 20 steps: the plot must follow the
     closed-form schedule at every update, not join the logged points into a zig-zag."""

@@ -321,6 +321,7 @@ def test_arrays_stream_in_the_main_process_and_image_files_through_workers(tmp_p
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps through psutil")
+@pytest.mark.slow
 def test_streamed_rows_are_read_without_mapping_the_file_into_the_process(tmp_path):
     """Reading rows through the memory map maps whole page-cache folios around each one (about
     1.5 MB per 3 KB row was measured), so an epoch over a big file showed as that much process

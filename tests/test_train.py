@@ -101,12 +101,14 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_early_stopping_stops(tmp_path):
     cfg = tiny_cfg("train.epochs=30", "train.early_stopping=1", "optim.lr=1e-6", "schedule.name=constant")
     summary = train_run(cfg, tmp_path / "run", say=quiet)
     assert summary["epochs"] < 30 and "early stopping" in summary["stop_reason"]
 
 
+@pytest.mark.slow
 def test_ema_is_reported(tmp_path):
     summary = train_run(tiny_cfg("train.ema=0.9"), tmp_path / "run", say=quiet)
     assert 0 <= summary["test_acc_ema"] <= 1
@@ -114,6 +116,7 @@ def test_ema_is_reported(tmp_path):
     assert all("val_acc_ema" in r for r in records if r["kind"] == "epoch")
 
 
+@pytest.mark.slow
 def test_max_steps_and_seeded_repeatability(tmp_path):
     a = train_run(tiny_cfg("train.max_steps=5"), tmp_path / "a", say=quiet)
     train_run(tiny_cfg("train.max_steps=5"), tmp_path / "b", say=quiet)

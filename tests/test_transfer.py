@@ -80,6 +80,7 @@ def test_frozen_batch_norm_stays_in_eval_mode_only_with_freeze_bn(source):
         assert details["frozen_batch_norms"] == (6 if freeze_bn else 0)  # 2 per stage, 3 stages
 
 
+@pytest.mark.slow
 def test_top_k_from_a_plain_state_dict_trains_only_the_last_k_blocks(source, tmp_path):
     state = tmp_path / "backbone.pt"
     torch.save(source_model(source).net.state_dict(), state)  # no meta, no preprocessing
