@@ -9,6 +9,7 @@ from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.log import logger, set_verbosity
 from trainlab.run import train_run
+from trainlab.train import Callback
 
 FAST = ["train.epochs=2", "data.subset=200", "train.progress=false", "monitor.every=0", "model.width=16"]
 
@@ -64,19 +65,43 @@ def test_quiet_in_a_subprocess_prints_nothing_on_stdout(tmp_path):
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 
+def test_the_interrupt_message_is_a_warning_that_quiet_still_shows(tmp_path, capsys):
+    class CtrlC(Callback):
+        def on_step_end(self, trainer, step):
+            if trainer.state.step == 3:
+                raise KeyboardInterrupt
+
+    set_verbosity(logging.WARNING)  # trainlab -q
+    with pytest.raises(KeyboardInterrupt):
+        train_run(load_config(None, FAST), tmp_path / "r", callbacks=[CtrlC()], say=lambda msg: None)
+    out = capsys.readouterr().out
+    assert "interrupted at step 3" in out and f"trainlab train --resume {tmp_path / 'r'}" in out
+
+
+@pytest.mark.slow
+def test_the_lab_talks_on_stderr_and_quiet_silences_it(tmp_path, capsys):
+    assert main(["-q", "lab", "dropout", "--quick", "--out", str(tmp_path / "q")]) == 0
+    quiet = capsys.readouterr()
+    set_verbosity(logging.INFO)
+    assert main(["lab", "dropout", "--quick", "--out", str(tmp_path / "v")]) == 0
+    loud = capsys.readouterr()
+    assert quiet.err == "" and "lab dropout (quick)" in loud.err
+    assert "measured:" in quiet.out and "measured:" in loud.out  # the verdicts are the command's output
+
+
 def test_no_say_parameter_defaults_to_print():
-    """Every ``say=`` outside the lab (whose experiments talk on stderr by design) defaults to the
-    logger, so that -q silences it."""
+    """Every ``say=`` defaults to the logger (the lab's to :func:`say_stderr`, its stdout being its
+    verdicts), so that -q silences it."""
     import importlib
     import inspect
     import pkgutil
 
     import trainlab
-    from trainlab.log import say
+    from trainlab.log import say, say_stderr
 
     found = {}
     for info in pkgutil.walk_packages(trainlab.__path__, "trainlab."):
-        if info.name.startswith("trainlab.lab") or info.name.endswith("__main__"):  # __main__ runs the CLI
+        if info.name.endswith("__main__"):  # __main__ runs the CLI
             continue
         module = importlib.import_module(info.name)
         for owner in [module, *(c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == info.name)]:
@@ -84,4 +109,5 @@ def test_no_say_parameter_defaults_to_print():
                 if f.__module__ == info.name and "say" in inspect.signature(f).parameters:
                     found[f"{info.name}.{f.__qualname__}"] = inspect.signature(f).parameters["say"].default
     assert found["trainlab.run.train_run"] is say and found["trainlab.callbacks.ProgressBar.__init__"] is say
+    assert found["trainlab.lab.common.run_experiment"] is say_stderr
     assert [name for name, default in found.items() if default is print] == []

@@ -35,6 +35,13 @@ def say(message: str) -> None:
     logger.info(message)
 
 
+def say_stderr(message: str) -> None:
+    """``say=`` for commands whose stdout is their result (``trainlab lab`` prints its verdicts
+    there): ``message`` on stderr, shown when the logger is at INFO, so ``-q`` silences it too."""
+    if logger.isEnabledFor(logging.INFO):
+        print(message, file=sys.stderr, flush=True)
+
+
 def set_verbosity(level: int) -> None:
     """The CLI's -q (WARNING) / default (INFO) / -v (DEBUG)."""
     logger.setLevel(level)

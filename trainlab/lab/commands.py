@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from trainlab.errors import UserError
 from trainlab.lab import EXPERIMENTS, run_experiment
+from trainlab.log import say_stderr
 
 # The lab's models are small: on a CPU, intra-op threads spend more time synchronising than
 # computing (a 2-stage conv net step on 8x8 digits: 8 ms on 1 thread, 95 ms on 2 busy cores).
@@ -32,7 +32,7 @@ def cmd_lab(args) -> int:
         raise UserError(f"bad value {args.threads} for --threads: expected 1 or more")
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("runs") / "lab" / (args.name + ("-quick" if args.quick else ""))
-    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    say = say_stderr
     say(f"lab {args.name}{' (quick)' if args.quick else ''} → {out}")
     record = run_experiment(args.name, out, quick=args.quick, overrides=args.overrides, say=say)
     if args.quick:

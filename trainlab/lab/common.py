@@ -31,6 +31,7 @@ from trainlab.config import load_config, parse_overrides
 from trainlab.data import load_data_cached
 from trainlab.errors import UserError
 from trainlab.io import write_json
+from trainlab.log import say_stderr
 from trainlab.plots import moving_average, plt, save_figure
 from trainlab.registry import Registry
 from trainlab.report import write_report
@@ -181,7 +182,7 @@ class LabContext:
     out: Path
     quick: bool = False
     overrides: list[str] = field(default_factory=list)
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = say_stderr
     _data: dict = field(default_factory=dict, repr=False)
 
     def size(self, default, quick):
@@ -192,7 +193,11 @@ class LabContext:
         """A validated config: lab base, experiment ``defaults``, user overrides, then ``variant``."""
         flat = {}
         for layer in (LAB_BASE, defaults, self.overrides, variant):  # a later layer overrides, without a warning
-            flat.update(parse_overrides(list(layer)))
+            # in the lab's own layers a later item overrides an earlier one (DEFAULTS + QUICK) silently;
+            # the user's command line is parsed whole, so a key typed twice there is still warned about
+            items = [self.overrides] if layer is self.overrides else [[item] for item in layer]
+            for item in items:
+                flat.update(parse_overrides(list(item)))
         return load_config(None, flat)
 
     def data(self, cfg: dict):
@@ -332,7 +337,7 @@ def write_results(ctx: LabContext, name: str, result: LabResult, seconds: float)
 
 
 def run_experiment(name: str, out: Path, quick: bool = False, overrides: list[str] = (),
-                   say: Callable[[str], None] = print) -> dict:
+                   say: Callable[[str], None] = say_stderr) -> dict:
     """Run the experiment ``name`` into ``out`` and write its results; returns results.json's content."""
     fn = EXPERIMENTS.get(name)
     out = Path(out)

@@ -29,18 +29,23 @@ from trainlab.lab.common import (
 )
 from trainlab.plots import plt, save_figure
 
-# name → config overrides. Strengths are the usual defaults scaled to 8x8 images (crop by 1 px,
-# a 4x4 cutout hole: half the side, as DeVries and Taylor's 16 px on 32 px CIFAR).
-REGULARISERS = {
-    "none": [],
-    "L2 (1e-3)": ["reg.penalty=l2", "reg.strength=1e-3"],
-    "dropout 0.5": ["model.dropout=0.5"],
-    "fractional pooling": ["model.fractional_pool=true", "model.fractional_eval_sets=4"],
-    "augmentation (crop)": ["augment.names=[crop]", "augment.crop_padding=1"],
-    "batch norm": ["model.norm=batch"],
-    "cutout": ["augment.names=[cutout]", "augment.cutout_size=4"],
-    "mixup": ["augment.names=[mixup]", "augment.mix_alpha=1.0"],
-}
+
+def regularisers(side: int) -> dict[str, list[str]]:
+    """name → config overrides, for images ``side`` pixels wide. Strengths are the usual defaults
+    scaled to the image: a cutout hole half the side (DeVries and Taylor's 16 px on 32 px CIFAR)
+    and crops shifting by an eighth of it (1 px on 8x8 digits, 3 px on 28x28 MNIST-sized images)."""
+    return {
+        "none": [],
+        "L2 (1e-3)": ["reg.penalty=l2", "reg.strength=1e-3"],
+        "dropout 0.5": ["model.dropout=0.5"],
+        "fractional pooling": ["model.fractional_pool=true", "model.fractional_eval_sets=4"],
+        "augmentation (crop)": ["augment.names=[crop]", f"augment.crop_padding={max(1, side // 8)}"],
+        "batch norm": ["model.norm=batch"],
+        "cutout": ["augment.names=[cutout]", f"augment.cutout_size={max(1, side // 2)}"],
+        "mixup": ["augment.names=[mixup]", "augment.mix_alpha=1.0"],
+    }
+
+
 # 30 images per class, a third of them held out for validation: 200 to train on. A net big enough
 # to memorise them, trained long enough (100 epochs) for the regularised runs to fit too: at 60
 # epochs and width 16 the augmented runs were still under-fitting (train accuracy ~0.9).
@@ -133,8 +138,9 @@ def plot_gaps(rows: dict, path: Path) -> Path:
 def regularization(ctx: LabContext) -> LabResult:
     seeds = ctx.size(2, 1)
     defaults = DEFAULTS + ctx.size([], QUICK)
+    side = ctx.data(ctx.config(defaults)).train_x.shape[-1]
     rows = {}
-    for name, keys in {**REGULARISERS, **PAIRS}.items():
+    for name, keys in {**regularisers(side), **PAIRS}.items():
         cfgs = [ctx.config(defaults, *keys, f"seed={s}") for s in range(seeds)]
         tag = re.sub(r"[^\w.]+", "-", name.split(" (")[0])
         trials = [ctx.trial(f"{tag}/seed{s}", cfg) for s, cfg in enumerate(cfgs)]
@@ -149,7 +155,8 @@ def regularization(ctx: LabContext) -> LabResult:
              f"{len(data.train_y)} {cfg['data']['name']} images ({cfg['data']['per_class']} per class, a third held out "
              f"for validation: {len(data.val_y)}), adam, cosine, {cfg['train']['epochs']} epochs, batch "
              f"{cfg['train']['batch_size']}, medians of {seeds} seed(s); test on the full test split "
-             f"({len(data.test_y)} images). `train_acc` is measured on the clean training images in eval mode; "
+             f"({len(data.test_y)} images). Crops shift by up to {max(1, side // 8)} px, the cutout hole is "
+             f"{max(1, side // 2)}x{max(1, side // 2)} px, half the image side. `train_acc` is measured on the clean training images in eval mode; "
              f"`gap` = train_acc − best_val_acc. The mlp rows (2 hidden layers of 256) and the resnet-8 rows "
              f"(trainlab's ResNet, depth 8, width 16, one block per stage) are the same set-up with and without "
              f"DropConnect and stochastic depth, each pair compared within itself.")
