@@ -97,11 +97,13 @@ def activations(ctx: LabContext) -> LabResult:
                        ctx.plot_path("activations_train_error"), "Training error by activation (seed 0, best rate)",
                        "training error", WINDOW, target=TARGETS[0])
     cfg = ctx.config(defaults)
+    side = ctx.data(cfg).train_x.shape[-1]
     setup = (f"trainlab's convnet (width {cfg['model']['width']}, {cfg['model']['depth']} stages, kaiming init, no norm) "
              f"on {cfg['data']['name']}, SGD+momentum 0.9, constant rate, batch {cfg['train']['batch_size']}, "
              f"{cfg['train']['epochs']} epochs. Each activation gets its best rate from {lrs} (fewest iterations to "
              f"{TARGETS[0]:.0%} training error, seed 0), then runs with {seeds} seed(s); the table gives medians. "
              f"Training error is the mean over the last {WINDOW} minibatches. Scaled down from AlexNet's CIFAR-10 "
-             "experiment (a 4-layer conv net on 32x32 colour images) to a 4-conv-layer net on 8x8 digits.")
+             f"experiment (a 4-layer conv net on 32x32 colour images) to a {2 * cfg['model']['depth']}-conv-layer net on "
+             f"{side}x{side} {cfg['data']['name']} images.")
     return LabResult("activation functions compared", setup, columns, list(rows.values()), activation_claims(rows),
                      [plot], curves)

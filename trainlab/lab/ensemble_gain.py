@@ -65,9 +65,13 @@ def ensemble(ctx: LabContext) -> LabResult:
     rows = [{"model": f"seed {t.seed}", "test_acc": evaluate(m, x, y, data.num_classes)["acc"]} for t, m in zip(trials, models)]
     rows.append({"model": "ensemble (mean of probabilities)", "test_acc": evaluate(models, x, y, data.num_classes)["acc"]})
     cfg = ctx.config(defaults)
-    setup = (f"trainlab's mlp (2 hidden layers of {cfg['model']['width']}, dropout {cfg['model']['dropout']}) on "
+    m = cfg["model"]
+    net = (f"mlp (2 hidden layers of {m['width']}" if m["name"] == "mlp"
+           else f"{m['name']} (depth {m['depth']}, width {m['width']}, norm {m['norm']}")
+    setup = (f"trainlab's {net}, dropout {m['dropout']}) on "
              f"{len(data.train_y)} {cfg['data']['name']} training images ({cfg['data']['per_class']} per class before the "
-             f"validation split), adam, cosine, {cfg['train']['epochs']} epochs; {members} members with seeds 0.."
+             f"validation split), {cfg['optim']['name']}, {cfg['schedule']['name']}, {cfg['train']['epochs']} epochs, batch "
+             f"{cfg['train']['batch_size']}; {members} members with seeds 0.."
              f"{members - 1} (the seed draws the initial weights, the batches, and which {cfg['data']['per_class']} images per "
              "class train), each tested with its best-on-validation weights on the same test split, then their "
              "softmax outputs averaged.")
