@@ -67,7 +67,7 @@ def ensemble(ctx: LabContext) -> LabResult:
     cfg = ctx.config(defaults)
     m = cfg["model"]
     net = (f"mlp (2 hidden layers of {m['width']}" if m["name"] == "mlp"
-           else f"{m['name']} (depth {m['depth']}, width {m['width']}, norm {m['norm']}")
+           else f"{m['name']} (depth {m['depth']}, width {m['width']}, norm {m['norm'] or 'none'}")
     setup = (f"trainlab's {net}, dropout {m['dropout']}) on "
              f"{len(data.train_y)} {cfg['data']['name']} training images ({cfg['data']['per_class']} per class before the "
              f"validation split), {cfg['optim']['name']}, {cfg['schedule']['name']}, {cfg['train']['epochs']} epochs, batch "
