@@ -73,9 +73,10 @@ def test_the_interrupt_message_is_a_warning_that_quiet_still_shows(tmp_path, cap
 
     set_verbosity(logging.WARNING)  # trainlab -q
     with pytest.raises(KeyboardInterrupt):
-        train_run(load_config(None, FAST), tmp_path / "r", callbacks=[CtrlC()], say=lambda msg: None)
+        train_run(load_config(None, FAST), tmp_path / "r", callbacks=[CtrlC()])
     out = capsys.readouterr().out
     assert "interrupted at step 3" in out and f"trainlab train --resume {tmp_path / 'r'}" in out
+    assert "training mlp" not in out  # the progress lines stay quiet
 
 
 @pytest.mark.slow

@@ -68,14 +68,16 @@ def cmd_train(args) -> int:
             prepare_run_dir(out, resume=False)
         return distributed.launch(args.nproc, launch_argv(args.argv, out), args.max_restarts)
     dp = distributed.init_from_env(cfg["device"], cfg["train"]["dist_timeout"])
+    finished = False
     try:
         resume = bool(args.resume)
         if not resume and distributed.restart_count() > 0:
             resume = elastic_resume(out, dp)
         summary = train_run(cfg, out, resume=resume, data_parallel=dp, force=args.force)
+        finished = True
     finally:
         if dp is not None:
-            dp.close()
+            dp.close(finished)
     stop = summary.get("stop_reason") or ""
     return 1 if stop.startswith("diverged") else 0
 

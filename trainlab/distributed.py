@@ -13,6 +13,7 @@ single-process training and what is not.
 """
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Callable
@@ -151,8 +152,17 @@ class DataParallel:
         dist.all_reduce(probs)  # the other ranks' rows are zeros here: the sum is exact
         return metrics_from_probs(probs, y, num_classes)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. ``finished``: every rank got here without an error, so they
+        first wait for each other (rank 0 still writes plots and the report after the last
+        collective); a rank that tears gloo down while its peer is still connected can abort
+        ("terminate called without an active exception", exit -6) instead of exiting 0."""
         if dist.is_initialized():
+            # the DDP wrapper and its reducer (gloo work, tensors) may sit in reference cycles until
+            # interpreter shutdown, where freeing them aborts the process: free them while Python is alive
+            gc.collect()
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 def init_from_env(device: str = "auto", timeout: float = 300.0) -> DataParallel | None:

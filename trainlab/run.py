@@ -348,7 +348,8 @@ def train_run(cfg: dict, out: str | Path, resume: bool = False, callbacks: list[
             saved = checkpointer.saved
             where = (f"at step {saved['step']}, in epoch {saved['epoch'] + 1}" if saved.get("mid_epoch")
                      else f"after epoch {saved['epoch']} (step {saved['step']})")
-            logger.warning(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state {where}. "
+            # a warning through the logger (so -q still shows it), or the caller's own say=
+            (logger.warning if say is say_info else say)(f"\ninterrupted at step {trainer.state.step}; checkpoints/last.pt holds the state {where}. "
                 f"Continue with: trainlab train --resume {out}")
         raise
     summary = finish_run(out, trainer, p, time.perf_counter() - t_start, say, extra_summary or {}, report, dp)
