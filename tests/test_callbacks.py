@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers import quiet
 from trainlab.babysit.monitors import Monitors
 from trainlab.callbacks import Checkpointer, EarlyStopping, MetricsLogger
 from trainlab.checkpoint import load_checkpoint
@@ -20,10 +21,6 @@ from trainlab.train import Callback, Trainer
 
 TINY = ["train.epochs=2", "train.batch_size=64", "train.progress=false", "model.width=32", "monitor.every=0",
         "optim.lr=0.01", "train.max_steps=6"]
-
-
-def quiet(msg):
-    pass
 
 
 def records(run_dir, kind):
