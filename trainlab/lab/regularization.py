@@ -30,18 +30,24 @@ from trainlab.lab.common import (
 from trainlab.plots import plt, save_figure
 
 
+def augmentation_sizes(side: int) -> tuple[int, int]:
+    """(crop padding, cutout hole side) in pixels for images ``side`` pixels wide: the usual
+    strengths scaled to the image, crops shifting by an eighth of it (1 px on 8x8 digits, 3 px on
+    28x28 MNIST-sized images) and a hole half its side (DeVries and Taylor's 16 px on 32 px CIFAR)."""
+    return max(1, side // 8), max(1, side // 2)
+
+
 def regularisers(side: int) -> dict[str, list[str]]:
-    """name → config overrides, for images ``side`` pixels wide. Strengths are the usual defaults
-    scaled to the image: a cutout hole half the side (DeVries and Taylor's 16 px on 32 px CIFAR)
-    and crops shifting by an eighth of it (1 px on 8x8 digits, 3 px on 28x28 MNIST-sized images)."""
+    """name → config overrides, for images ``side`` pixels wide (:func:`augmentation_sizes`)."""
+    crop, hole = augmentation_sizes(side)
     return {
         "none": [],
         "L2 (1e-3)": ["reg.penalty=l2", "reg.strength=1e-3"],
         "dropout 0.5": ["model.dropout=0.5"],
         "fractional pooling": ["model.fractional_pool=true", "model.fractional_eval_sets=4"],
-        "augmentation (crop)": ["augment.names=[crop]", f"augment.crop_padding={max(1, side // 8)}"],
+        "augmentation (crop)": ["augment.names=[crop]", f"augment.crop_padding={crop}"],
         "batch norm": ["model.norm=batch"],
-        "cutout": ["augment.names=[cutout]", f"augment.cutout_size={max(1, side // 2)}"],
+        "cutout": ["augment.names=[cutout]", f"augment.cutout_size={hole}"],
         "mixup": ["augment.names=[mixup]", "augment.mix_alpha=1.0"],
     }
 
@@ -138,25 +144,26 @@ def plot_gaps(rows: dict, path: Path) -> Path:
 def regularization(ctx: LabContext) -> LabResult:
     seeds = ctx.size(2, 1)
     defaults = DEFAULTS + ctx.size([], QUICK)
-    side = ctx.data(ctx.config(defaults)).train_x.shape[-1]
+    cfg = ctx.config(defaults)
+    data = ctx.data(cfg)
+    side = data.train_x.shape[-1]
+    crop, hole = augmentation_sizes(side)
     rows = {}
     for name, keys in {**regularisers(side), **PAIRS}.items():
         cfgs = [ctx.config(defaults, *keys, f"seed={s}") for s in range(seeds)]
         tag = re.sub(r"[^\w.]+", "-", name.split(" (")[0])
-        trials = [ctx.trial(f"{tag}/seed{s}", cfg) for s, cfg in enumerate(cfgs)]
-        train = [clean_train_acc(t, ctx.data(cfg)) for t, cfg in zip(trials, cfgs)]
+        trials = [ctx.trial(f"{tag}/seed{s}", c) for s, c in enumerate(cfgs)]
+        train = [clean_train_acc(t, ctx.data(c)) for t, c in zip(trials, cfgs)]
         val = [t.summary["best_val_acc"] for t in trials]
         rows[name] = {"regulariser": name, "train_acc": median(train), "best_val_acc": median(val),
                       "gap": median([a - b for a, b in zip(train, val)]),
                       "test_acc": median([t.summary["test_acc"] for t in trials])}
-    data = ctx.data(ctx.config(defaults))
-    cfg = ctx.config(defaults)
     setup = (f"trainlab's convnet (width {cfg['model']['width']}, {cfg['model']['depth']} stages) trained on "
              f"{len(data.train_y)} {cfg['data']['name']} images ({cfg['data']['per_class']} per class, a third held out "
              f"for validation: {len(data.val_y)}), adam, cosine, {cfg['train']['epochs']} epochs, batch "
              f"{cfg['train']['batch_size']}, medians of {seeds} seed(s); test on the full test split "
-             f"({len(data.test_y)} images). Crops shift by up to {max(1, side // 8)} px, the cutout hole is "
-             f"{max(1, side // 2)}x{max(1, side // 2)} px, half the image side. `train_acc` is measured on the clean training images in eval mode; "
+             f"({len(data.test_y)} images). Crops shift by up to {crop} px, the cutout hole is "
+             f"{hole}x{hole} px, half the image side. `train_acc` is measured on the clean training images in eval mode; "
              f"`gap` = train_acc − best_val_acc. The mlp rows (2 hidden layers of 256) and the resnet-8 rows "
              f"(trainlab's ResNet, depth 8, width 16, one block per stage) are the same set-up with and without "
              f"DropConnect and stochastic depth, each pair compared within itself.")
