@@ -191,13 +191,12 @@ class LabContext:
 
     def config(self, defaults: list[str], *variant: str) -> dict:
         """A validated config: lab base, experiment ``defaults``, user overrides, then ``variant``."""
-        flat = {}
-        for layer in (LAB_BASE, defaults, self.overrides, variant):  # a later layer overrides, without a warning
-            # in the lab's own layers a later item overrides an earlier one (DEFAULTS + QUICK) silently;
-            # the user's command line is parsed whole, so a key typed twice there is still warned about
-            items = [self.overrides] if layer is self.overrides else [[item] for item in layer]
-            for item in items:
-                flat.update(parse_overrides(list(item)))
+        def lab_layer(items) -> dict:  # a later item overrides an earlier one (DEFAULTS + QUICK), silently
+            return {key: value for item in items for key, value in parse_overrides([item]).items()}
+
+        # a later layer overrides an earlier one, without a warning; the user's command line is
+        # parsed whole, so a key typed twice there is still warned about
+        flat = {**lab_layer(LAB_BASE), **lab_layer(defaults), **parse_overrides(list(self.overrides)), **lab_layer(variant)}
         return load_config(None, flat)
 
     def data(self, cfg: dict):
