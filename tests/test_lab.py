@@ -65,6 +65,8 @@ def test_experiment_runs_quick_from_the_cli(name, tmp_path, fast_runs, capsys):
     printed = capsys.readouterr().out
     assert "measured:" in printed and "(quick sizes)]" in printed and "smoke-test sizes" in printed  # not firm verdicts
     assert "Quick run (--quick)" in page
+    if name in ("activations", "regularization"):  # the setup names the images it measured on
+        assert ("8x8 digits images" if name == "activations" else "the cutout hole is 4x4 px") in results["setup"]
 
 
 @pytest.mark.slow
@@ -182,3 +184,24 @@ def test_randomness_regularisers_are_graded_against_their_own_baseline():
     verdicts = {n: randomness_claim(rows, n)["verdict"] for n in RANDOMNESS_CLAIMS}
     assert verdicts == {"mlp, DropConnect 0.5": AGREES, "fractional pooling": PARTLY,
                         "resnet-8, stochastic depth 0.5": DISAGREES}
+
+
+def test_regularisers_scale_crop_and_cutout_to_the_image_side():
+    """1 px crops and a 4x4 hole on 8x8 digits (the sizes the digits results were measured with),
+    3 px and 14x14 on 28x28 images."""
+    from trainlab.lab.regularization import regularisers
+
+    for side, crop, hole in ((8, 1, 4), (28, 3, 14)):
+        r = regularisers(side)
+        assert f"augment.crop_padding={crop}" in r["augmentation (crop)"]
+        assert f"augment.cutout_size={hole}" in r["cutout"]
+
+
+@pytest.mark.slow
+def test_ensemble_setup_names_the_model_and_data_the_overrides_chose(tmp_path, fast_runs):
+    from trainlab.lab.common import run_experiment
+
+    record = run_experiment("ensemble", tmp_path / "e", quick=True, overrides=["model.name=convnet", "model.depth=2"],
+                            say=lambda msg: None)
+    assert record["setup"].startswith("trainlab's convnet (depth 2, width 16, norm none, dropout 0.2) on ")
+    assert "digits training images" in record["setup"] and "mlp" not in record["setup"]
