@@ -5,6 +5,7 @@ digits, and MNIST/CIFAR files in their official layouts (writers shared with tes
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -336,3 +337,9 @@ def test_streamed_rows_are_read_without_mapping_the_file_into_the_process(tmp_pa
         maps = {m.path: m.rss for m in psutil.Process().memory_maps(grouped=True)}
         mapped.append(maps.get(str(folder / "x.npy"), 0))
     assert max(mapped) <= 64 * 2**10  # at most what opening it maps (its first row); the file is 434 KB
+    fd = data.train_x.source._fd
+    os.fstat(fd)  # the file pread reads from is open while its source lives ...
+    del data, loader
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # ... and closed with it, not left open for the life of the process

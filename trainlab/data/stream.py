@@ -98,6 +98,10 @@ class ArraySource:
             state["_array"] = None
         return state
 
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:  # opened by _pread_into
+            os.close(self._fd)
+
     def __len__(self) -> int:
         return len(self.array)
 
